@@ -1,0 +1,104 @@
+/*
+ * The ops table: the small, pure kernels that the drivers (src/sdpa.c,
+ * src/mha.c, src/gemm.c) call for all arithmetic that scales with the
+ * problem. One table per ISA; adding an ISA means adding a folder
+ * kernels/<isa>/ with its kernels and one table, and a line in
+ * src/dispatch.c — never editing a driver.
+ *
+ * Contract shared by every kernel:
+ *   - single-threaded, allocation-free, no global state;
+ *   - pointers may have any alignment (scratch pointers are
+ *     QKV_SCRATCH_ALIGN-aligned, the drivers guarantee it);
+ *   - sizes are > 0 unless a kernel says otherwise; leading dimensions
+ *     (ld*) count floats and are >= the row length they describe;
+ *   - a kernel reads and writes exactly the elements it documents: no
+ *     over-read past the last element of an input row, no write outside
+ *     the documented output;
+ *   - IEEE semantics: -INFINITY inputs behave as the math says, NaN stays in
+ *     the row it came from.
+ * The scalar table (kernels/scalar/) is the twin of every other table:
+ * each SIMD kernel must agree with it within float rounding.
+ */
+#ifndef QKV_KERNELS_H
+#define QKV_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qkv.h"
+
+/* Alignment of every scratch buffer that the drivers hand to kernels. */
+#define QKV_SCRATCH_ALIGN 64
+
+/* Floats of scratch that gemm_nt may use for an n x k panel of B, for
+   every table: (n rounded up to 32) * k + 64. */
+#define QKV_GEMM_SCRATCH_FLOATS(n, k) ((((n) + 31) / 32) * 32 * (k) + 64)
+
+typedef struct qkv_kernels {
+    qkv_isa isa;
+
+    /* Preferred tile sizes of the attention driver: rows of Q per task
+       (block_q) and keys per inner step (block_k). Both > 0. */
+    int64_t block_q, block_k;
+
+    /* C = A * B^T (+ bias):
+         C[i*ldc + j] = sum_{p<k} A[i*lda + p] * B[j*ldb + p] (+ bias[j])
+       for i < m, j < n. bias may be NULL. scratch holds at least
+       QKV_GEMM_SCRATCH_FLOATS(n, k) floats (the kernel may pack B there).
+       Used for Q K^T tiles and for the linear projections of the
+       multi-head layer (B in nn.Linear layout). */
+    void (*gemm_nt)(int64_t m, int64_t n, int64_t k,
+                    const float *a, int64_t lda,
+                    const float *b, int64_t ldb,
+                    const float *bias,
+                    float *c, int64_t ldc, float *scratch);
+
+    /* Online-softmax step over an m x n tile of logits s (row stride lds),
+       already scaled and masked (blocked entries are -INFINITY). Per row i,
+       with M = row_max[i] on entry (-INFINITY at the start of a row):
+         M' = max(M, max_j s[i][j])
+         if M' == -INFINITY:  s[i][j] = 0, alpha[i] = 1, row_max and
+                              row_sum unchanged (nothing seen yet)
+         else:                s[i][j] = exp(s[i][j] - M')
+                              alpha[i] = exp(M - M')
+                              row_sum[i] = row_sum[i] * alpha[i] + sum_j s[i][j]
+                              row_max[i] = M'
+       NaN logits propagate into that row's sum only. */
+    void (*softmax_tile)(int64_t m, int64_t n, float *s, int64_t lds,
+                         float *row_max, float *row_sum, float *alpha);
+
+    /* acc = diag(alpha) * acc + P * V:
+         acc[i*ldacc + c] = alpha[i] * acc[i*ldacc + c]
+                            + sum_{j<n} p[i*ldp + j] * v[j*ldv + c]
+       for i < m, c < dv. */
+    void (*pv_tile)(int64_t m, int64_t n, int64_t dv,
+                    const float *p, int64_t ldp,
+                    const float *v, int64_t ldv,
+                    const float *alpha, float *acc, int64_t ldacc);
+
+    /* dst[j] = exp(src[j] - shift) * mul for j < n; exp(-INFINITY) = 0.
+       src and dst may be the same array. Used for the weights output. */
+    void (*exp_shift_scale)(int64_t n, const float *src, float shift,
+                            float mul, float *dst);
+
+    /* Storage-type conversions to F32 for K and V rows, n >= 1 elements:
+       IEEE binary16 and bfloat16, exact (every such value is a float);
+       inf, NaN and subnormals are preserved. */
+    void (*cvt_f16_f32)(int64_t n, const uint16_t *src, float *dst);
+    void (*cvt_bf16_f32)(int64_t n, const uint16_t *src, float *dst);
+} qkv_kernels;
+
+/* The tables. Only those of the ISAs this build compiles exist. */
+extern const qkv_kernels qkv_kernels_scalar;
+extern const qkv_kernels qkv_kernels_avx2;
+extern const qkv_kernels qkv_kernels_avx512;
+extern const qkv_kernels qkv_kernels_neon;
+
+/* The table of the active ISA (src/dispatch.c). Fetch it once per call,
+   before any parallel region. Never NULL. */
+const qkv_kernels *qkv_kernels_active(void);
+
+/* The table of one ISA, or NULL if this CPU or build lacks it. */
+const qkv_kernels *qkv_kernels_for(qkv_isa isa);
+
+#endif /* QKV_KERNELS_H */
