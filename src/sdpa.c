@@ -463,7 +463,11 @@ static void run_task(task_ctx *t)
 static void setup_task(task_ctx *t, int64_t task, int64_t q_blocks, int64_t bq)
 {
     const sdpa_problem *pr = t->pr;
-    const int64_t qb = task % q_blocks;
+    /* Query blocks of a head go 0, n-1, 1, n-2, ...: with causal masking a
+       block's cost grows with its index, so any contiguous run of tasks
+       (what a static schedule hands a thread) pairs cheap with dear. */
+    const int64_t pos = task % q_blocks;
+    const int64_t qb = pos % 2 == 0 ? pos / 2 : q_blocks - 1 - pos / 2;
     const int64_t bh = task / q_blocks;
     t->h = bh % pr->heads;
     t->b = bh / pr->heads;
