@@ -1,5 +1,5 @@
 /*
- * Golden cases (tests/data/*.txt, format in tests/data/README.md): a
+ * Golden cases (tests/data/<case>.txt, format in tests/data/README.md): a
  * loader, and a checker that runs a case through the public API and
  * compares every output with the expected float64 values.
  *
@@ -71,5 +71,10 @@ typedef struct golden_result {
    1e-5 * max|want over the tensor| + 1e-4 * |want|.
    Returns 0 if the call succeeded and every value is within tolerance. */
 int golden_run(const golden_case *c, int num_threads, golden_result *r);
+
+/* Checks the double reference (tests/ref) against case c instead of the
+   library, with a tolerance 1000 times tighter than golden_run's (the
+   files hold 9 significant digits). Returns 0 if every value agrees. */
+int golden_run_ref(const golden_case *c, golden_result *r);
 
 #endif
