@@ -96,6 +96,24 @@ typedef struct qkv_sdpa_params {
                                        of the scaled, masked logits; -INFINITY for a
                                        fully blocked row */
     int               num_threads;  /* 0: OpenMP default; must be >= 0 */
+
+    /* Structured masks and logit transforms; all off when zero. None of
+       them is materialised: blocks of keys they block are skipped. */
+    int               window;       /* nonzero: sliding window (FlashAttention-2 rule):
+                                       query i sees key j iff
+                                       i + Lk - Lq - window_left <= j <= i + Lk - Lq + window_right */
+    int64_t           window_left;  /* < 0: unlimited on that side */
+    int64_t           window_right; /* < 0: unlimited on that side */
+    float             softcap;      /* > 0: logit = softcap * tanh(scale * q.k / softcap),
+                                       applied before mask and ALiBi; 0: off; must be
+                                       finite and >= 0 */
+    const float      *alibi_slopes; /* optional [H], finite: adds
+                                       -slope[h] * |i + Lk - Lq - j| to the logit */
+    const float      *sinks;        /* optional [H]: an attention-sink logit per head that
+                                       joins the row maximum and the softmax denominator
+                                       but no value; weights then sum to less than 1,
+                                       and lse includes it. -INFINITY is no sink; NaN
+                                       and +INFINITY are rejected */
 } qkv_sdpa_params;
 
 /* Scaled dot-product attention:
@@ -113,6 +131,12 @@ qkv_status qkv_sdpa(const qkv_tensor *q,   /* [B, H,   Lq, D ] */
                     const qkv_tensor *v,   /* [B, Hkv, Lk, Dv] */
                     const qkv_tensor *out, /* [B, H,   Lq, Dv], written */
                     const qkv_sdpa_params *params);   /* NULL: defaults */
+
+/* Fills slopes[0..n_heads-1] with the standard ALiBi slopes (Press et
+   al.): for n a power of two, slope[h] = 2^(-8(h+1)/n); otherwise the
+   slopes of the largest power of two m < n, followed by every other slope
+   of 2m. QKV_E_NULL, QKV_E_SHAPE for n_heads <= 0. */
+qkv_status qkv_alibi_slopes(int64_t n_heads, float *slopes);
 
 /* ------------------------------------------------------------------ */
 /* Multi-head attention layer                                         */
@@ -154,6 +178,13 @@ typedef struct qkv_mha_params {
     float         *weights;      /* optional output [batch, n_heads, lq, lk] */
     float         *weights_avg;  /* optional output [batch, lq, lk]: mean over heads */
     int            num_threads;  /* 0: OpenMP default; must be >= 0 */
+
+    /* As in qkv_sdpa_params (arrays have n_heads entries); all off when zero. */
+    int            window;
+    int64_t        window_left, window_right;
+    float          softcap;
+    const float   *alibi_slopes;
+    const float   *sinks;
 } qkv_mha_params;
 
 /* The forward pass:

@@ -1,21 +1,32 @@
 /*
  * Scaled dot-product attention: validation and the flash-style driver.
  *
- * Work is split into tasks of (batch, head, block of block_q query rows).
- * A task packs its query rows (times the scale) into scratch, then walks
- * the keys in blocks of block_k with an online softmax:
+ * Work is split into tasks. A task owns a set of query rows (a block of
+ * block_q rows of one head; or, when every query row of a KV group fits in
+ * one block — decoding — all rows of all query heads sharing that KV head,
+ * so each K/V row is read once for the group) and a range of keys. It packs
+ * its query rows (times the scale) into scratch, then walks its keys in
+ * blocks of block_k with an online softmax:
  *
- *     S   = Qblk * Kblk^T                      kt->gemm_nt
- *     S  += mask; blocked keys := -INFINITY    here (only where needed)
- *     P   = exp(S - M'), alpha = exp(M - M')   kt->softmax_tile
- *     Acc = diag(alpha) Acc + P * Vblk         kt->pv_tile
+ *     S   = Qrows * Kblk^T                       kt->gemm_nt
+ *     S   = softcap(S) + mask + ALiBi; blocked := -INFINITY   (only where needed)
+ *     P   = exp(S - M'), alpha = exp(M - M')    kt->softmax_tile
+ *     Acc = diag(alpha) Acc + P * Vblk          kt->pv_tile
  *
  * and finally out = Acc / rowsum (0 for a fully blocked row). Key blocks
- * that every row of the task has blocked (causal, kv_len) are skipped, so
- * the Lq x Lk matrix is never stored. weights, when asked for, come from a
- * second walk over the same blocks that rescales with the final max and
- * sum. Tasks are independent and their blocking does not depend on the
- * thread count, so neither do the results.
+ * that every row of the task has blocked (causal, window, kv_len) are never
+ * visited, so the Lq x Lk matrix is never stored. weights, when asked for,
+ * come from a second walk over the same blocks that rescales with the final
+ * max and sum.
+ *
+ * Split keys: when a task would hold all query rows of its head (few rows,
+ * as in decoding) and the keys are many, the keys are cut into chunks whose
+ * boundaries depend only on Lk; each (rows, chunk) is a task that leaves
+ * its partial (max, sum, Acc) in a buffer, and a second phase merges the
+ * chunks of each row by log-sum-exp in chunk order.
+ *
+ * Tasks are independent and their blocking never depends on the thread
+ * count, so neither do the results.
  */
 #include <math.h>
 #include <string.h>
@@ -27,6 +38,11 @@
 #include <omp.h>
 #endif
 
+/* Split keys only for problems with at least this many keys, into at most
+   SPLIT_MAX_CHUNKS chunks of at least SPLIT_MIN_CHUNK keys (a multiple of
+   SPLIT_ALIGN). */
+enum { SPLIT_MIN_CHUNK = 2048, SPLIT_MAX_CHUNKS = 64, SPLIT_ALIGN = 256 };
+
 /* A validated call, with sizes and element strides resolved. */
 typedef struct sdpa_problem {
     int64_t batch, heads, kv_heads, lq, lk, d, dv, group;
@@ -37,10 +53,16 @@ typedef struct sdpa_problem {
     const float *mask; int64_t mask_stride[4];   /* 0 where broadcast */
     const int32_t *kv_len;
     float *weights, *lse;
-    float scale;
+    float scale, softcap;
+    const float *alibi_slopes, *sinks;
     qkv_causal causal;
+    int window;
+    int64_t window_left, window_right;
     int num_threads;
 } sdpa_problem;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* ------------------------------------------------------------------ */
 /* Validation                                                         */
@@ -98,6 +120,8 @@ static qkv_status check_enums(const qkv_tensor *q, const qkv_tensor *k,
         return QKV_E_ARG;
     if (p->num_threads < 0 || !isfinite(p->scale))
         return QKV_E_ARG;
+    if (!isfinite(p->softcap) || p->softcap < 0.0f)
+        return QKV_E_ARG;
     return QKV_OK;
 }
 
@@ -144,7 +168,7 @@ static qkv_status check_memory(const qkv_tensor *q, const qkv_tensor *k,
 {
     const int64_t b = q->shape[0], h = q->shape[1], lq = q->shape[2];
     const int64_t lk = k->shape[2];
-    qkv_span inputs[5], outputs[3];
+    qkv_span inputs[7], outputs[3];
     int n_in = 0, n_out = 0;
     qkv_status st;
 
@@ -156,6 +180,10 @@ static qkv_status check_memory(const qkv_tensor *q, const qkv_tensor *k,
     if (p->mask && (st = qkv_tensor_span(p->mask, &inputs[n_in++])))
         return st;
     if (p->kv_len && (st = qkv_array_span(p->kv_len, b, sizeof(int32_t), &inputs[n_in++])))
+        return st;
+    if (p->alibi_slopes && (st = qkv_array_span(p->alibi_slopes, h, sizeof(float), &inputs[n_in++])))
+        return st;
+    if (p->sinks && (st = qkv_array_span(p->sinks, h, sizeof(float), &inputs[n_in++])))
         return st;
 
     int64_t rows, cells;
@@ -180,12 +208,18 @@ static qkv_status check_memory(const qkv_tensor *q, const qkv_tensor *k,
     return QKV_OK;
 }
 
-static qkv_status check_kv_len(const int32_t *kv_len, int64_t batch, int64_t lk)
+/* Values of the small per-batch and per-head arrays. */
+static qkv_status check_values(const qkv_sdpa_params *p, int64_t batch,
+                               int64_t heads, int64_t lk)
 {
-    if (!kv_len)
-        return QKV_OK;
-    for (int64_t b = 0; b < batch; b++)
-        if (kv_len[b] < 0 || kv_len[b] > lk)
+    for (int64_t b = 0; p->kv_len && b < batch; b++)
+        if (p->kv_len[b] < 0 || p->kv_len[b] > lk)
+            return QKV_E_ARG;
+    for (int64_t h = 0; p->alibi_slopes && h < heads; h++)
+        if (!isfinite(p->alibi_slopes[h]))
+            return QKV_E_ARG;
+    for (int64_t h = 0; p->sinks && h < heads; h++)
+        if (isnan(p->sinks[h]) || p->sinks[h] == INFINITY)
             return QKV_E_ARG;
     return QKV_OK;
 }
@@ -200,7 +234,7 @@ static qkv_status validate(const qkv_tensor *q, const qkv_tensor *k,
         (st = check_shapes(q, k, v, out, p->mask)) ||
         (st = check_strides(q, k, v, out, p->mask)) ||
         (st = check_memory(q, k, v, out, p)) ||
-        (st = check_kv_len(p->kv_len, q->shape[0], k->shape[2])))
+        (st = check_values(p, q->shape[0], q->shape[1], k->shape[2])))
         return st;
     return QKV_OK;
 }
@@ -245,14 +279,93 @@ static void make_problem(const qkv_tensor *q, const qkv_tensor *k,
     pr->weights = p->weights;
     pr->lse = p->lse;
     pr->causal = p->causal;
+    pr->window = p->window != 0;
+    pr->window_left = p->window_left;
+    pr->window_right = p->window_right;
+    pr->softcap = p->softcap;
+    pr->alibi_slopes = p->alibi_slopes;
+    pr->sinks = p->sinks;
     pr->num_threads = p->num_threads;
     /* The float nearest to 1/sqrt(d), as PyTorch computes it. */
     pr->scale = p->scale != 0.0f ? p->scale : (float)(1.0 / sqrt((double)pr->d));
 }
 
 /* ------------------------------------------------------------------ */
-/* Per-thread scratch                                                 */
+/* Visibility: which keys a query row may see                         */
 /* ------------------------------------------------------------------ */
+
+/* Keys [*lo, *hi) are the only ones row i of batch b may see (causal,
+   window and kv_len); *lo >= *hi when it sees none. The mask tensor and
+   -INFINITY logits can block more. */
+static void visible_keys(const sdpa_problem *pr, int64_t b, int64_t i,
+                         int64_t *lo, int64_t *hi)
+{
+    const int64_t diag = i + pr->lk - pr->lq;   /* bottom-right diagonal */
+    int64_t first = 0;
+    int64_t end = pr->kv_len ? pr->kv_len[b] : pr->lk;
+    if (pr->causal == QKV_CAUSAL_BOTTOM_RIGHT)
+        end = min64(end, diag + 1);
+    else if (pr->causal == QKV_CAUSAL_TOP_LEFT)
+        end = min64(end, i + 1);
+    if (pr->window) {
+        if (pr->window_left >= 0)
+            first = max64(first, diag - pr->window_left);
+        if (pr->window_right >= 0)
+            end = min64(end, diag + pr->window_right + 1);
+    }
+    *lo = first;
+    *hi = max64(end, first);
+}
+
+/* ------------------------------------------------------------------ */
+/* Tasks                                                              */
+/* ------------------------------------------------------------------ */
+
+/* How the problem is cut into tasks; depends on the shape only. */
+typedef struct task_plan {
+    int64_t rows_per_head;   /* query rows of one head in a task */
+    int64_t heads_per_task;  /* consecutive query heads in a task (1, or group) */
+    int64_t row_blocks;      /* tasks along the query rows of one head */
+    int64_t row_sets;        /* batch * (heads / heads_per_task) * row_blocks */
+    int64_t chunk;           /* keys per chunk (lk when not split) */
+    int64_t chunks;
+    int64_t tasks;           /* row_sets * chunks */
+    int split;               /* chunks > 1: partials merged afterwards */
+} task_plan;
+
+static qkv_status plan_tasks(const qkv_kernels *kt, const sdpa_problem *pr,
+                             task_plan *tp)
+{
+    const int64_t bq = kt->block_q;
+    memset(tp, 0, sizeof *tp);
+    int64_t group_rows;
+    if (qkv_mul_ok(pr->lq, pr->group, &group_rows) && group_rows <= bq) {
+        /* Decoding-like: all rows of a KV group in one task. */
+        tp->rows_per_head = pr->lq;
+        tp->heads_per_task = pr->group;
+        tp->row_blocks = 1;
+    } else {
+        tp->rows_per_head = min64(bq, pr->lq);
+        tp->heads_per_task = 1;
+        tp->row_blocks = (pr->lq + bq - 1) / bq;
+    }
+    tp->chunk = pr->lk;
+    tp->chunks = 1;
+    /* Split keys when a head's rows are one task: weights need the final
+       statistics during the walk, so they keep one chunk. */
+    if (tp->row_blocks == 1 && !pr->weights && pr->lk >= 2 * SPLIT_MIN_CHUNK) {
+        int64_t chunk = max64(SPLIT_MIN_CHUNK, (pr->lk + SPLIT_MAX_CHUNKS - 1) / SPLIT_MAX_CHUNKS);
+        chunk = (chunk + SPLIT_ALIGN - 1) / SPLIT_ALIGN * SPLIT_ALIGN;
+        tp->chunk = chunk;
+        tp->chunks = (pr->lk + chunk - 1) / chunk;
+        tp->split = tp->chunks > 1;
+    }
+    if (!qkv_mul_ok(pr->batch, pr->heads / tp->heads_per_task, &tp->row_sets) ||
+        !qkv_mul_ok(tp->row_sets, tp->row_blocks, &tp->row_sets) ||
+        !qkv_mul_ok(tp->row_sets, tp->chunks, &tp->tasks))
+        return QKV_E_OVERFLOW;
+    return QKV_OK;
+}
 
 /* Offsets (in floats) of each buffer inside one thread's scratch. */
 typedef struct scratch_layout {
@@ -265,20 +378,18 @@ static int64_t round_up_floats(int64_t n)
     return (n + a - 1) / a * a;
 }
 
-static qkv_status plan_scratch(const sdpa_problem *pr, int64_t bq, int64_t bk,
-                               scratch_layout *l)
+static qkv_status plan_scratch(const sdpa_problem *pr, int64_t rows,
+                               int64_t bk, scratch_layout *l)
 {
-    /* Sizes are bounded by the validated tensors, whose byte spans fit in
-       the address space; the products below still get checked. */
     int64_t sizes[9], off = 0;
-    if (!qkv_mul_ok(bq, pr->d, &sizes[0]) || !qkv_mul_ok(bq, bk, &sizes[1]) ||
-        !qkv_mul_ok(bq, pr->dv, &sizes[2]) ||
+    if (!qkv_mul_ok(rows, pr->d, &sizes[0]) || !qkv_mul_ok(rows, bk, &sizes[1]) ||
+        !qkv_mul_ok(rows, pr->dv, &sizes[2]) ||
         !qkv_mul_ok(pr->k_dtype == QKV_F32 ? 0 : bk, pr->d, &sizes[3]) ||
         !qkv_mul_ok(pr->v_dtype == QKV_F32 ? 0 : bk, pr->dv, &sizes[4]) ||
         !qkv_mul_ok((bk + 31) / 32 * 32, pr->d, &sizes[5]))
         return QKV_E_OVERFLOW;
     sizes[5] += 64;   /* QKV_GEMM_SCRATCH_FLOATS(bk, d) */
-    sizes[6] = sizes[7] = sizes[8] = bq;
+    sizes[6] = sizes[7] = sizes[8] = rows;
     int64_t *fields[9] = {&l->q, &l->s, &l->acc, &l->k, &l->v, &l->gemm,
                           &l->row_max, &l->row_sum, &l->alpha};
     for (int i = 0; i < 9; i++) {
@@ -290,24 +401,25 @@ static qkv_status plan_scratch(const sdpa_problem *pr, int64_t bq, int64_t bk,
     return QKV_OK;
 }
 
-/* ------------------------------------------------------------------ */
-/* One task: a block of query rows of one (batch, head)               */
-/* ------------------------------------------------------------------ */
-
+/* One task: rows r = 0..rows-1 are query (head h0 + r / rows_per_head,
+   index i0 + r % rows_per_head) of batch b, all on KV head g; the task
+   sees keys [key_begin, key_end) at most. */
 typedef struct task_ctx {
     const qkv_kernels *kt;
     const sdpa_problem *pr;
-    int64_t b, h, g;          /* batch, query head, its KV head */
-    int64_t i0, rows;         /* first query row, rows in the block */
-    int64_t bk;               /* keys per block */
-    int64_t key_end;          /* keys >= key_end are blocked for every row */
-    int64_t causal_shift;     /* row i sees keys j <= i + causal_shift */
+    int64_t b, g, h0, i0, rows, rows_per_head;
+    int64_t key_begin, key_end;
+    int64_t bk;
+    /* Keys every row sees: tiles inside [all_lo, all_hi) need no per-row
+       bounds. */
+    int64_t all_lo, all_hi;
+    int transform;            /* softcap, mask or ALiBi to apply */
     float *scratch;
     const scratch_layout *lay;
 } task_ctx;
 
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t row_head(const task_ctx *t, int64_t r) { return t->h0 + r / t->rows_per_head; }
+static int64_t row_index(const task_ctx *t, int64_t r) { return t->i0 + r % t->rows_per_head; }
 
 /* Pointer to (and row stride of) n rows of K or V starting at key j0,
    as floats: the tensor itself when it is F32, else converted to buf. */
@@ -332,9 +444,35 @@ static const float *kv_rows_f32(const qkv_kernels *kt, const void *base,
     return buf;
 }
 
-/* S = (scale * Qblk) Kblk^T for keys j0 .. j0+n-1, then the mask is added
-   and keys blocked by the causal rule are set to -INFINITY. kv_len needs
-   no work here: key_end already stops the walk before it. */
+/* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1. */
+static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
+                          float *s_row)
+{
+    const sdpa_problem *pr = t->pr;
+    const int64_t h = row_head(t, r), i = row_index(t, r);
+    if (pr->softcap > 0.0f) {
+        const float cap = pr->softcap, inv_cap = 1.0f / pr->softcap;
+        for (int64_t c = 0; c < n; c++)
+            s_row[c] = cap * tanhf(s_row[c] * inv_cap);
+    }
+    if (pr->mask) {
+        const float *m = pr->mask + t->b * pr->mask_stride[0] +
+                         h * pr->mask_stride[1] + i * pr->mask_stride[2] + j0;
+        for (int64_t c = 0; c < n; c++)
+            s_row[c] += m[c];
+    }
+    if (pr->alibi_slopes) {
+        const float slope = pr->alibi_slopes[h];
+        const int64_t diag = i + pr->lk - pr->lq;
+        for (int64_t c = 0; c < n; c++) {
+            const int64_t dist = diag - (j0 + c);
+            s_row[c] -= slope * (float)(dist < 0 ? -dist : dist);
+        }
+    }
+}
+
+/* S = Qrows Kblk^T for keys j0..j0+n-1, transformed, with keys a row may
+   not see set to -INFINITY. */
 static void score_tile(const task_ctx *t, int64_t j0, int64_t n, float *s)
 {
     const sdpa_problem *pr = t->pr;
@@ -346,23 +484,19 @@ static void score_tile(const task_ctx *t, int64_t j0, int64_t n, float *s)
     t->kt->gemm_nt(t->rows, n, pr->d, t->scratch + lay->q, pr->d, k, ldk,
                    NULL, s, t->bk, t->scratch + lay->gemm);
 
-    if (pr->mask) {
-        const float *m = pr->mask + t->b * pr->mask_stride[0] +
-                         t->h * pr->mask_stride[1] + j0;
-        for (int64_t r = 0; r < t->rows; r++) {
-            const float *m_row = m + (t->i0 + r) * pr->mask_stride[2];
-            float *s_row = s + r * t->bk;
+    const int inside = j0 >= t->all_lo && j0 + n <= t->all_hi;
+    if (!t->transform && inside)
+        return;
+    for (int64_t r = 0; r < t->rows; r++) {
+        float *s_row = s + r * t->bk;
+        if (t->transform)
+            transform_row(t, r, j0, n, s_row);
+        if (!inside) {
+            int64_t lo, hi;
+            visible_keys(pr, t->b, row_index(t, r), &lo, &hi);
             for (int64_t c = 0; c < n; c++)
-                s_row[c] += m_row[c];
-        }
-    }
-    if (pr->causal != QKV_CAUSAL_NONE) {
-        for (int64_t r = 0; r < t->rows; r++) {
-            /* First blocked column of this row inside the tile. */
-            const int64_t first = max64(0, t->i0 + r + t->causal_shift + 1 - j0);
-            float *s_row = s + r * t->bk;
-            for (int64_t c = first; c < n; c++)
-                s_row[c] = -INFINITY;
+                if (j0 + c < lo || j0 + c >= hi)
+                    s_row[c] = -INFINITY;
         }
     }
 }
@@ -371,32 +505,43 @@ static void load_scaled_queries(const task_ctx *t)
 {
     const sdpa_problem *pr = t->pr;
     float *qbuf = t->scratch + t->lay->q;
-    const float *q = pr->q + t->b * pr->q_stride[0] + t->h * pr->q_stride[1];
     for (int64_t r = 0; r < t->rows; r++) {
-        const float *src = q + (t->i0 + r) * pr->q_stride[2];
+        const float *src = pr->q + t->b * pr->q_stride[0] +
+                           row_head(t, r) * pr->q_stride[1] +
+                           row_index(t, r) * pr->q_stride[2];
         for (int64_t c = 0; c < pr->d; c++)
             qbuf[r * pr->d + c] = pr->scale * src[c];
     }
 }
 
-static void write_outputs(const task_ctx *t)
+/* The running statistics start from the sink (a logit that contributes to
+   the denominator and no value), or from nothing. */
+static void start_rows(const task_ctx *t, int with_sinks)
 {
     const sdpa_problem *pr = t->pr;
-    const float *acc = t->scratch + t->lay->acc;
-    const float *row_max = t->scratch + t->lay->row_max;
-    const float *row_sum = t->scratch + t->lay->row_sum;
-    float *out = pr->out + t->b * pr->out_stride[0] + t->h * pr->out_stride[1];
+    float *row_max = t->scratch + t->lay->row_max;
+    float *row_sum = t->scratch + t->lay->row_sum;
     for (int64_t r = 0; r < t->rows; r++) {
-        float *dst = out + (t->i0 + r) * pr->out_stride[2];
-        const float sum = row_sum[r];
-        /* sum is 0 only if every key of the row was blocked. */
-        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-        for (int64_t c = 0; c < pr->dv; c++)
-            dst[c] = sum > 0.0f ? acc[r * pr->dv + c] * inv : 0.0f;
-        if (pr->lse) {
-            const int64_t row = (t->b * pr->heads + t->h) * pr->lq + t->i0 + r;
-            pr->lse[row] = sum > 0.0f ? row_max[r] + logf(sum) : -INFINITY;
-        }
+        const float sink = with_sinks && pr->sinks ? pr->sinks[row_head(t, r)] : -INFINITY;
+        row_max[r] = sink;
+        row_sum[r] = sink == -INFINITY ? 0.0f : 1.0f;
+    }
+    memset(t->scratch + t->lay->acc, 0, (size_t)(t->rows * pr->dv) * sizeof(float));
+}
+
+/* out, lse of one row from its final statistics. */
+static void finish_row(const sdpa_problem *pr, int64_t b, int64_t h, int64_t i,
+                       const float *acc, float row_max, float row_sum)
+{
+    float *dst = pr->out + b * pr->out_stride[0] + h * pr->out_stride[1] +
+                 i * pr->out_stride[2];
+    /* row_sum is 0 only if every key of the row was blocked (and no sink). */
+    const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
+    for (int64_t c = 0; c < pr->dv; c++)
+        dst[c] = acc[c] * inv;
+    if (pr->lse) {
+        const int64_t row = (b * pr->heads + h) * pr->lq + i;
+        pr->lse[row] = row_sum > 0.0f ? row_max + logf(row_sum) : -INFINITY;
     }
 }
 
@@ -408,104 +553,188 @@ static void write_weights(const task_ctx *t)
     float *s = t->scratch + t->lay->s;
     const float *row_max = t->scratch + t->lay->row_max;
     const float *row_sum = t->scratch + t->lay->row_sum;
-    float *w = pr->weights + ((t->b * pr->heads + t->h) * pr->lq + t->i0) * pr->lk;
 
-    for (int64_t j0 = 0; j0 < t->key_end; j0 += t->bk) {
+    for (int64_t r = 0; r < t->rows; r++) {
+        float *w = pr->weights + ((t->b * pr->heads + row_head(t, r)) * pr->lq +
+                                  row_index(t, r)) * pr->lk;
+        memset(w, 0, (size_t)t->key_begin * sizeof *w);
+        memset(w + t->key_end, 0, (size_t)(pr->lk - t->key_end) * sizeof *w);
+    }
+    for (int64_t j0 = t->key_begin; j0 < t->key_end; j0 += t->bk) {
         const int64_t n = min64(t->bk, t->key_end - j0);
         score_tile(t, j0, n, s);
         for (int64_t r = 0; r < t->rows; r++) {
-            float *w_row = w + r * pr->lk + j0;
+            float *w = pr->weights + ((t->b * pr->heads + row_head(t, r)) * pr->lq +
+                                      row_index(t, r)) * pr->lk + j0;
             if (row_sum[r] > 0.0f)
                 t->kt->exp_shift_scale(n, s + r * t->bk, row_max[r],
-                                       1.0f / row_sum[r], w_row);
+                                       1.0f / row_sum[r], w);
             else
-                memset(w_row, 0, (size_t)n * sizeof *w_row);
+                memset(w, 0, (size_t)n * sizeof *w);
         }
     }
-    for (int64_t r = 0; r < t->rows; r++)
-        memset(w + r * pr->lk + t->key_end, 0,
-               (size_t)(pr->lk - t->key_end) * sizeof(float));
 }
 
-static void run_task(task_ctx *t)
+/* The online-softmax walk over the task's keys. */
+static void walk_keys(const task_ctx *t)
 {
     const sdpa_problem *pr = t->pr;
     const scratch_layout *lay = t->lay;
     float *s = t->scratch + lay->s;
-    float *acc = t->scratch + lay->acc;
-    float *row_max = t->scratch + lay->row_max;
-    float *row_sum = t->scratch + lay->row_sum;
-    float *alpha = t->scratch + lay->alpha;
-
-    load_scaled_queries(t);
-    for (int64_t r = 0; r < t->rows; r++) {
-        row_max[r] = -INFINITY;
-        row_sum[r] = 0.0f;
-    }
-    memset(acc, 0, (size_t)(t->rows * pr->dv) * sizeof *acc);
-
-    for (int64_t j0 = 0; j0 < t->key_end; j0 += t->bk) {
+    for (int64_t j0 = t->key_begin; j0 < t->key_end; j0 += t->bk) {
         const int64_t n = min64(t->bk, t->key_end - j0);
         score_tile(t, j0, n, s);
-        t->kt->softmax_tile(t->rows, n, s, t->bk, row_max, row_sum, alpha);
+        t->kt->softmax_tile(t->rows, n, s, t->bk, t->scratch + lay->row_max,
+                            t->scratch + lay->row_sum, t->scratch + lay->alpha);
         int64_t ldv;
         const float *v = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
                                      t->b, t->g, j0, n, pr->dv,
                                      t->scratch + lay->v, &ldv);
-        t->kt->pv_tile(t->rows, n, pr->dv, s, t->bk, v, ldv, alpha, acc, pr->dv);
+        t->kt->pv_tile(t->rows, n, pr->dv, s, t->bk, v, ldv,
+                       t->scratch + lay->alpha, t->scratch + lay->acc, pr->dv);
     }
-    write_outputs(t);
-    if (pr->weights)
-        write_weights(t);
 }
 
-/* Task index -> (batch, head, query block), and the keys it may see. */
-static void setup_task(task_ctx *t, int64_t task, int64_t q_blocks, int64_t bq)
+/* Task index -> its rows and keys. Row sets vary slowest, chunks fastest;
+   row blocks of a head go 0, n-1, 1, n-2, ...: with causal masking a
+   block's cost grows with its index, so any contiguous run of tasks (what
+   a static schedule hands a thread) pairs cheap with dear. */
+static void setup_task(task_ctx *t, const task_plan *tp, int64_t task)
 {
     const sdpa_problem *pr = t->pr;
-    /* Query blocks of a head go 0, n-1, 1, n-2, ...: with causal masking a
-       block's cost grows with its index, so any contiguous run of tasks
-       (what a static schedule hands a thread) pairs cheap with dear. */
-    const int64_t pos = task % q_blocks;
-    const int64_t qb = pos % 2 == 0 ? pos / 2 : q_blocks - 1 - pos / 2;
-    const int64_t bh = task / q_blocks;
-    t->h = bh % pr->heads;
-    t->b = bh / pr->heads;
-    t->g = t->h / pr->group;
-    t->i0 = qb * bq;
-    t->rows = min64(bq, pr->lq - t->i0);
+    const int64_t chunk = task % tp->chunks;
+    const int64_t set = task / tp->chunks;
+    const int64_t pos = set % tp->row_blocks;
+    const int64_t block = pos % 2 == 0 ? pos / 2 : tp->row_blocks - 1 - pos / 2;
+    const int64_t head_sets = pr->heads / tp->heads_per_task;
+    const int64_t hs = (set / tp->row_blocks) % head_sets;
+    t->b = set / tp->row_blocks / head_sets;
+    t->h0 = hs * tp->heads_per_task;
+    t->g = t->h0 / pr->group;
+    t->rows_per_head = tp->rows_per_head;
+    t->i0 = block * tp->rows_per_head;
+    const int64_t rows_here = min64(tp->rows_per_head, pr->lq - t->i0);
+    if (tp->heads_per_task > 1)
+        t->rows = rows_here * tp->heads_per_task;   /* rows_here == lq */
+    else
+        t->rows = rows_here;
 
-    int64_t end = pr->kv_len ? pr->kv_len[t->b] : pr->lk;
-    t->causal_shift = pr->lk;   /* no causal limit */
-    if (pr->causal == QKV_CAUSAL_BOTTOM_RIGHT)
-        t->causal_shift = pr->lk - pr->lq;
-    else if (pr->causal == QKV_CAUSAL_TOP_LEFT)
-        t->causal_shift = 0;
-    if (pr->causal != QKV_CAUSAL_NONE)
-        end = min64(end, t->i0 + t->rows - 1 + t->causal_shift + 1);
-    t->key_end = max64(end, 0);
+    /* Visibility bounds are monotonic in the row index. */
+    int64_t first_lo, first_hi, last_lo, last_hi;
+    visible_keys(pr, t->b, t->i0, &first_lo, &first_hi);
+    visible_keys(pr, t->b, t->i0 + rows_here - 1, &last_lo, &last_hi);
+    const int64_t c0 = chunk * tp->chunk, c1 = min64(pr->lk, c0 + tp->chunk);
+    t->key_begin = max64(first_lo, c0);
+    t->key_end = min64(last_hi, c1);
+    if (t->key_end < t->key_begin)
+        t->key_end = t->key_begin;
+    t->all_lo = last_lo;
+    t->all_hi = first_hi;
+    t->transform = pr->softcap > 0.0f || pr->mask || pr->alibi_slopes;
+}
+
+/* A chunk's partial result of one row: max, sum, then dv accumulators. */
+static int64_t partial_floats(const sdpa_problem *pr) { return pr->dv + 2; }
+
+static void store_partials(const task_ctx *t, const task_plan *tp,
+                           int64_t task, float *partials)
+{
+    const int64_t width = partial_floats(t->pr);
+    const int64_t set = task / tp->chunks, chunk = task % tp->chunks;
+    const int64_t rows_per_set = tp->rows_per_head * tp->heads_per_task;
+    const float *row_max = t->scratch + t->lay->row_max;
+    const float *row_sum = t->scratch + t->lay->row_sum;
+    const float *acc = t->scratch + t->lay->acc;
+    for (int64_t r = 0; r < t->rows; r++) {
+        float *dst = partials + ((set * rows_per_set + r) * tp->chunks + chunk) * width;
+        dst[0] = row_max[r];
+        dst[1] = row_sum[r];
+        memcpy(dst + 2, acc + r * t->pr->dv, (size_t)t->pr->dv * sizeof(float));
+    }
+}
+
+/* Merges the chunks of one row by log-sum-exp, in chunk order, starting
+   from the sink, and writes out and lse. acc is dv floats of scratch. */
+static void merge_row(const sdpa_problem *pr, const task_plan *tp,
+                      int64_t item, const float *partials, float *acc)
+{
+    const int64_t width = partial_floats(pr);
+    const int64_t rows_per_set = tp->rows_per_head * tp->heads_per_task;
+    const int64_t set = item / rows_per_set, r = item % rows_per_set;
+    const int64_t head_sets = pr->heads / tp->heads_per_task;
+    const int64_t b = set / head_sets;   /* row_blocks == 1 when split */
+    const int64_t h = (set % head_sets) * tp->heads_per_task + r / tp->rows_per_head;
+    const int64_t i = r % tp->rows_per_head;
+    const float *part = partials + item * tp->chunks * width;
+
+    float m = pr->sinks ? pr->sinks[h] : -INFINITY;
+    for (int64_t c = 0; c < tp->chunks; c++)
+        if (part[c * width] > m)
+            m = part[c * width];
+    float sum = 0.0f;
+    memset(acc, 0, (size_t)pr->dv * sizeof *acc);
+    if (m != -INFINITY) {
+        if (pr->sinks && pr->sinks[h] != -INFINITY)
+            sum = expf(pr->sinks[h] - m);
+        for (int64_t c = 0; c < tp->chunks; c++) {
+            const float *p = part + c * width;
+            if (p[1] == 0.0f)
+                continue;   /* the chunk saw no key */
+            const float f = expf(p[0] - m);
+            sum += p[1] * f;
+            for (int64_t d = 0; d < pr->dv; d++)
+                acc[d] += p[2 + d] * f;
+        }
+    }
+    finish_row(pr, b, h, i, acc, m, sum);
+}
+
+static void run_task(task_ctx *t, const task_plan *tp, int64_t task,
+                     float *partials)
+{
+    setup_task(t, tp, task);
+    load_scaled_queries(t);
+    start_rows(t, !tp->split);
+    walk_keys(t);
+    if (tp->split) {
+        store_partials(t, tp, task, partials);
+        return;
+    }
+    const float *acc = t->scratch + t->lay->acc;
+    const float *row_max = t->scratch + t->lay->row_max;
+    const float *row_sum = t->scratch + t->lay->row_sum;
+    for (int64_t r = 0; r < t->rows; r++)
+        finish_row(t->pr, t->b, row_head(t, r), row_index(t, r),
+                   acc + r * t->pr->dv, row_max[r], row_sum[r]);
+    if (t->pr->weights)
+        write_weights(t);
 }
 
 static qkv_status run(const qkv_kernels *kt, const sdpa_problem *pr)
 {
-    const int64_t bq = kt->block_q, bk = kt->block_k;
-    const int64_t q_blocks = (pr->lq + bq - 1) / bq;
-    int64_t tasks;
-    if (!qkv_mul_ok(pr->batch, pr->heads, &tasks) || !qkv_mul_ok(tasks, q_blocks, &tasks))
-        return QKV_E_OVERFLOW;
-
+    task_plan tp;
     scratch_layout lay;
-    qkv_status st = plan_scratch(pr, bq, bk, &lay);
-    if (st)
+    qkv_status st;
+    if ((st = plan_tasks(kt, pr, &tp)) ||
+        (st = plan_scratch(pr, tp.rows_per_head * tp.heads_per_task, kt->block_k, &lay)))
         return st;
-    const int threads = qkv_thread_count(pr->num_threads, tasks);
-    int64_t floats;
-    if (!qkv_mul_ok(lay.total, threads, &floats) ||
-        (uint64_t)floats > SIZE_MAX / sizeof(float))
+
+    const int threads = qkv_thread_count(pr->num_threads, tp.tasks);
+    int64_t scratch_floats, partial_count = 0, merge_items = 0;
+    if (!qkv_mul_ok(lay.total, threads, &scratch_floats))
         return QKV_E_OVERFLOW;
-    float *scratch = qkv_alloc((size_t)floats * sizeof(float));
+    if (tp.split) {
+        merge_items = tp.row_sets * tp.rows_per_head * tp.heads_per_task;
+        if (!qkv_mul_ok(merge_items, tp.chunks * partial_floats(pr), &partial_count) ||
+            !qkv_add_ok(scratch_floats, partial_count, &scratch_floats))
+            return QKV_E_OVERFLOW;
+    }
+    if ((uint64_t)scratch_floats > SIZE_MAX / sizeof(float))
+        return QKV_E_OVERFLOW;
+    float *scratch = qkv_alloc((size_t)scratch_floats * sizeof(float));
     if (!scratch)
         return QKV_E_NOMEM;
+    float *partials = scratch + lay.total * threads;
 
 #if QKV_HAVE_OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -515,15 +744,20 @@ static qkv_status run(const qkv_kernels *kt, const sdpa_problem *pr)
 #if QKV_HAVE_OPENMP
         tid = omp_get_thread_num();
 #endif
-        task_ctx t = {.kt = kt, .pr = pr, .bk = bk, .lay = &lay,
-                      .scratch = scratch + (int64_t)tid * lay.total};
+        float *mine = scratch + (int64_t)tid * lay.total;
+        task_ctx t = {.kt = kt, .pr = pr, .bk = kt->block_k, .lay = &lay,
+                      .scratch = mine};
 #if QKV_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int64_t task = 0; task < tasks; task++) {
-            setup_task(&t, task, q_blocks, bq);
-            run_task(&t);
-        }
+        for (int64_t task = 0; task < tp.tasks; task++)
+            run_task(&t, &tp, task, partials);
+        /* (implicit barrier) then merge the chunks of every row. */
+#if QKV_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t item = 0; item < merge_items; item++)
+            merge_row(pr, &tp, item, partials, mine + lay.acc);
     }
     qkv_free(scratch);
     return QKV_OK;
@@ -553,4 +787,22 @@ qkv_status qkv_sdpa(const qkv_tensor *q, const qkv_tensor *k,
                     const qkv_sdpa_params *params)
 {
     return qkv_sdpa_with(qkv_kernels_active(), q, k, v, out, params);
+}
+
+qkv_status qkv_alibi_slopes(int64_t n_heads, float *slopes)
+{
+    if (!slopes)
+        return QKV_E_NULL;
+    if (n_heads <= 0)
+        return QKV_E_SHAPE;
+    int64_t pow2 = 1;
+    while (pow2 * 2 <= n_heads)
+        pow2 *= 2;
+    /* Slopes of a power of two p: 2^(-8/p), 2^(-16/p), ... */
+    for (int64_t h = 0; h < pow2; h++)
+        slopes[h] = (float)exp2(-8.0 * (double)(h + 1) / (double)pow2);
+    /* The rest: the odd-numbered slopes of 2p (1st, 3rd, ...). */
+    for (int64_t h = pow2; h < n_heads; h++)
+        slopes[h] = (float)exp2(-8.0 * (double)(2 * (h - pow2) + 1) / (double)(2 * pow2));
+    return QKV_OK;
 }
