@@ -203,6 +203,70 @@ qkv_status qkv_mha_forward(const qkv_mha *m, int64_t batch,
                            float *y, const qkv_mha_params *params);
 
 /* ------------------------------------------------------------------ */
+/* KV cache                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Keys and values of past tokens for token-by-token generation: for each
+   batch element b, K [n_kv_heads, capacity, head_dim] and
+   V [n_kv_heads, capacity, v_dim] in one storage type (F32, F16 or BF16),
+   of which the first length[b] rows are filled. Opaque. */
+typedef struct qkv_kv_cache qkv_kv_cache;
+
+/* Creates an empty cache (every length 0). Sizes > 0 (QKV_E_SHAPE),
+   dtype a qkv_dtype (QKV_E_ARG). *out is set only on QKV_OK. */
+qkv_status qkv_kv_cache_create(qkv_kv_cache **out, int64_t batch,
+                               int64_t n_kv_heads, int64_t head_dim,
+                               int64_t v_dim, int64_t capacity, qkv_dtype dtype);
+
+/* Frees a cache. NULL is a no-op. */
+void qkv_kv_cache_destroy(qkv_kv_cache *c);
+
+/* Sets every length to 0 (the memory is kept). */
+qkv_status qkv_kv_cache_reset(qkv_kv_cache *c);
+
+/* Appends rows: k_new [batch, n_kv_heads, n, head_dim] and v_new
+   [batch, n_kv_heads, n, v_dim], F32 views (any strides with stride[3] 1),
+   converted to the cache's type with round-to-nearest-even. count[b]
+   (optional; NULL: n for every b) says how many of the n rows batch
+   element b appends, each in [0, n]. If any element would pass its
+   capacity, QKV_E_ARG and nothing changes. */
+qkv_status qkv_kv_cache_append(qkv_kv_cache *c, const qkv_tensor *k_new,
+                               const qkv_tensor *v_new, const int32_t *count);
+
+/* Views of the cache usable directly as qkv_sdpa inputs: k and v get
+   logical shape [batch, n_kv_heads, L, dim] with L the largest length
+   (at least 1), and *lengths (may be NULL) the per-element lengths to pass
+   as qkv_sdpa_params.kv_len. The pointers stay valid until the cache is
+   destroyed; the views describe the lengths at the time of the call.
+   Note: with QKV_CAUSAL_BOTTOM_RIGHT the diagonal is aligned to L, which
+   is each element's own length only when all lengths are equal (always
+   true for batch 1, and irrelevant for a single query row). */
+qkv_status qkv_kv_cache_view(const qkv_kv_cache *c, qkv_tensor *k,
+                             qkv_tensor *v, const int32_t **lengths);
+
+/* The filled rows of batch element b (0 <= b < batch), or -1 if c is NULL
+   or b out of range. */
+int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b);
+
+/* One step of generation through a multi-head layer in self-attention:
+   projects only the new tokens x_new [batch, n_new, d_model], appends
+   their K and V to the cache (which must match the layer: n_kv_heads,
+   head_dim, v_dim = head_dim), and attends each new token over its batch
+   element's cached tokens, itself included, with bottom-right causal
+   masking aligned to that element's own length; y [batch, n_new,
+   d_model]. new_len (optional [batch]; NULL: n_new for all) lets element b
+   take only its first new_len[b] tokens (0..n_new): its other rows of
+   x_new are ignored, and its other rows of y are set to 0. params.causal
+   and params.kv_len are ignored (the cache decides); weights and
+   weights_avg, when given, are [batch, n_heads, n_new, capacity] and
+   [batch, n_new, capacity], 0 beyond each element's length. If the cache
+   lacks room, QKV_E_ARG and nothing changes. */
+qkv_status qkv_mha_forward_cached(const qkv_mha *m, qkv_kv_cache *cache,
+                                  int64_t batch, const float *x_new,
+                                  int64_t n_new, const int32_t *new_len,
+                                  float *y, const qkv_mha_params *params);
+
+/* ------------------------------------------------------------------ */
 /* Instruction sets                                                   */
 /* ------------------------------------------------------------------ */
 
