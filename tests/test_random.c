@@ -248,3 +248,43 @@ Test(random, fuzz)
     }
     report("fuzz", n, worst);
 }
+
+/* The multi-head layer against ref_mha, with the golden tolerance. */
+Test(random, mha_vs_reference)
+{
+    typedef struct mha_shape {
+        qkv_mha_config cfg;
+        int64_t batch, lq, lk;
+        int self_attn, kv_len;
+        qkv_causal causal;
+    } mha_shape;
+    static const mha_shape shapes[] = {
+        {{.d_model = 16, .n_heads = 2, .bias = 1}, 1, 5, 5, 1, 0, QKV_CAUSAL_NONE},
+        {{.d_model = 24, .n_heads = 4, .kdim = 12, .vdim = 20, .bias = 1}, 2, 6, 9, 0, 0,
+         QKV_CAUSAL_NONE},
+        {{.d_model = 32, .n_heads = 4}, 2, 9, 9, 1, 1, QKV_CAUSAL_BOTTOM_RIGHT},
+        {{.d_model = 30, .n_heads = 6, .n_kv_heads = 2, .bias = 1}, 2, 7, 11, 0, 1,
+         QKV_CAUSAL_TOP_LEFT},
+        {{.d_model = 20, .n_heads = 4, .n_kv_heads = 1, .head_dim = 7, .bias = 1}, 3, 4, 13,
+         0, 0, QKV_CAUSAL_BOTTOM_RIGHT},
+        {{.d_model = 64, .n_heads = 8, .n_kv_heads = 4, .head_dim = 16, .kdim = 40,
+          .vdim = 24}, 1, 33, 70, 0, 1, QKV_CAUSAL_NONE},
+        {{.d_model = 96, .n_heads = 3, .bias = 1}, 2, 65, 65, 1, 0, QKV_CAUSAL_TOP_LEFT},
+    };
+    double worst = 0.0;
+    const int n = (int)(sizeof shapes / sizeof shapes[0]);
+    for (int i = 0; i < n; i++) {
+        const mha_shape *s = &shapes[i];
+        mha_case c;
+        char where[256];
+        cr_assert_eq(mha_case_make(&c, &s->cfg, s->batch, s->lq, s->lk, s->self_attn,
+                                   s->kv_len, s->causal, 1300 + (uint64_t)i), 0);
+        const qkv_status st = mha_case_run(&c);
+        cr_assert_eq(st, QKV_OK, "mha shape %d: status %s", i, qkv_status_str(st));
+        const double ratio = mha_case_check(&c, where, sizeof where);
+        cr_assert(ratio <= 1.0, "mha shape %d: ratio %.3g at %s", i, ratio, where);
+        worst = max2(worst, ratio);
+        mha_case_free(&c);
+    }
+    report("mha_vs_reference", n, worst);
+}

@@ -512,3 +512,141 @@ done:
     free(ref_lse);
     return w.ratio;
 }
+
+/* ------------------------------------------------------------------ */
+/* mha cases                                                          */
+/* ------------------------------------------------------------------ */
+
+static float *random_floats(test_rng *r, int64_t n, double sigma)
+{
+    float *f = malloc((size_t)n * sizeof *f);
+    if (f)
+        for (int64_t i = 0; i < n; i++)
+            f[i] = (float)(sigma * rng_normal(r));
+    return f;
+}
+
+int mha_case_make(mha_case *c, const qkv_mha_config *cfg, int64_t batch, int64_t lq,
+                  int64_t lk, int self_attn, int with_kv_len, qkv_causal causal,
+                  uint64_t seed)
+{
+    memset(c, 0, sizeof *c);
+    c->cfg = *cfg;
+    const int64_t E = cfg->d_model, H = cfg->n_heads;
+    const int64_t Hkv = cfg->n_kv_heads ? cfg->n_kv_heads : H;
+    const int64_t hd = cfg->head_dim ? cfg->head_dim : E / H;
+    c->kdim = cfg->kdim ? cfg->kdim : E;
+    c->vdim = cfg->vdim ? cfg->vdim : E;
+    c->qw = H * hd;
+    c->kw = Hkv * hd;
+    c->batch = batch;
+    c->lq = lq;
+    c->lk = self_attn ? lq : lk;
+    c->self_attn = self_attn;
+    test_rng r = rng_seeded(seed);
+    const int64_t rows[4] = {c->qw, c->kw, c->kw, E};
+    const int64_t cols[4] = {E, c->kdim, c->vdim, c->qw};
+    for (int i = 0; i < 4; i++) {
+        c->wmem[i] = random_floats(&r, rows[i] * cols[i], 1.0 / sqrt((double)cols[i]));
+        if (cfg->bias)
+            c->wmem[4 + i] = random_floats(&r, rows[i], 0.2);
+        if (!c->wmem[i] || (cfg->bias && !c->wmem[4 + i]))
+            return -1;
+    }
+    c->w = (qkv_mha_weights){c->wmem[0], c->wmem[1], c->wmem[2], c->wmem[3],
+                             c->wmem[4], c->wmem[5], c->wmem[6], c->wmem[7]};
+    c->x_q = random_floats(&r, batch * lq * E, 1.0);
+    if (!c->x_q)
+        return -1;
+    if (self_attn) {
+        c->x_k = c->x_v = c->x_q;
+    } else if (!(c->x_k = random_floats(&r, batch * lk * c->kdim, 1.0)) ||
+               !(c->x_v = random_floats(&r, batch * lk * c->vdim, 1.0))) {
+        return -1;
+    }
+    if (with_kv_len) {
+        if (!(c->kv_len = malloc((size_t)batch * sizeof *c->kv_len)))
+            return -1;
+        for (int64_t b = 0; b < batch; b++)
+            c->kv_len[b] = (int32_t)(b == 0 ? c->lk : rng_range(&r, 1, c->lk));
+    }
+    if (!(c->y = guarded_alloc(batch * lq * E)) ||
+        !(c->weights = guarded_alloc(batch * H * lq * c->lk)) ||
+        !(c->weights_avg = guarded_alloc(batch * lq * c->lk)))
+        return -1;
+    c->params = (qkv_mha_params){.causal = causal, .kv_len = c->kv_len,
+                                 .weights = c->weights, .weights_avg = c->weights_avg};
+    return 0;
+}
+
+void mha_case_free(mha_case *c)
+{
+    qkv_mha_destroy(c->layer);
+    for (int i = 0; i < 8; i++)
+        free(c->wmem[i]);
+    if (!c->self_attn) {
+        free(c->x_k);
+        free(c->x_v);
+    }
+    free(c->x_q);
+    free(c->kv_len);
+    guarded_free(c->y);
+    guarded_free(c->weights);
+    guarded_free(c->weights_avg);
+    memset(c, 0, sizeof *c);
+}
+
+qkv_status mha_case_run(mha_case *c)
+{
+    if (!c->layer) {
+        const qkv_status st = qkv_mha_create(&c->layer, &c->cfg, &c->w);
+        if (st)
+            return st;
+    }
+    return qkv_mha_forward(c->layer, c->batch, c->x_q, c->lq, c->x_k, c->x_v, c->lk,
+                           c->y, &c->params);
+}
+
+static void compare_tol(worst_tracker *w, const char *what, const float *got,
+                        const double *want, int64_t n)
+{
+    double max_abs = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        max_abs = fmax(max_abs, fabs(want[i]));
+    for (int64_t i = 0; i < n; i++)
+        track(w, fabs((double)got[i] - want[i]), 1e-5 * max_abs + 1e-4 * fabs(want[i]),
+              what, i, got[i], want[i]);
+}
+
+double mha_case_check(const mha_case *c, char *where, size_t size)
+{
+    const int64_t ny = c->batch * c->lq * c->cfg.d_model;
+    const int64_t nw = c->batch * c->cfg.n_heads * c->lq * c->lk;
+    const int64_t na = c->batch * c->lq * c->lk;
+    worst_tracker w = {0.0, where, size};
+    where[0] = '\0';
+    double *y = malloc((size_t)ny * sizeof *y);
+    double *wt = malloc((size_t)nw * sizeof *wt);
+    double *avg = malloc((size_t)na * sizeof *avg);
+    if (!y || !wt || !avg ||
+        ref_mha(&c->cfg, &c->w, c->batch, c->x_q, c->lq, c->x_k, c->x_v, c->lk,
+                &c->params, y, wt, avg)) {
+        snprintf(where, size, "reference failed");
+        w.ratio = INFINITY;
+    } else {
+        compare_tol(&w, "y", c->y, y, ny);
+        if (c->params.weights)
+            compare_tol(&w, "weights", c->weights, wt, nw);
+        if (c->params.weights_avg)
+            compare_tol(&w, "weights_avg", c->weights_avg, avg, na);
+        if (!guarded_intact(c->y, ny) || !guarded_intact(c->weights, nw) ||
+            !guarded_intact(c->weights_avg, na)) {
+            w.ratio = INFINITY;
+            snprintf(where, size, "y/weights/weights_avg: written out of bounds");
+        }
+    }
+    free(y);
+    free(wt);
+    free(avg);
+    return w.ratio;
+}

@@ -124,4 +124,32 @@ double sdpa_case_check(const sdpa_case *c, char *where, size_t size);
 /* 1 if key j is blocked for row (b, h, i) of c, from the spec's rules. */
 int sdpa_case_blocked(const sdpa_case *c, int64_t b, int64_t h, int64_t i, int64_t j);
 
+/* ---- mha cases ------------------------------------------------------ */
+
+typedef struct mha_case {
+    qkv_mha_config cfg;
+    float *wmem[8];           /* w_q w_k w_v w_o b_q b_k b_v b_o */
+    qkv_mha_weights w;
+    int64_t batch, lq, lk, kdim, vdim, qw, kw;
+    int self_attn;            /* x_k == x_v == x_q */
+    float *x_q, *x_k, *x_v;
+    int32_t *kv_len;
+    float *y, *weights, *weights_avg;   /* guarded */
+    qkv_mha_params params;
+    qkv_mha *layer;           /* created by mha_case_run */
+} mha_case;
+
+/* Random weights (sigma 1/sqrt(fan_in), biases sigma 0.2 when cfg->bias)
+   and inputs N(0, 1); kv_len (when with_kv_len) in [1, lk]. */
+int mha_case_make(mha_case *c, const qkv_mha_config *cfg, int64_t batch, int64_t lq,
+                  int64_t lk, int self_attn, int with_kv_len, qkv_causal causal,
+                  uint64_t seed);
+void mha_case_free(mha_case *c);
+/* Creates the layer on first use, then runs the forward pass. */
+qkv_status mha_case_run(mha_case *c);
+/* The worst |got - want| / (1e-5 max|want| + 1e-4 |want|) over y,
+   weights and weights_avg, against ref_mha (INFINITY for NaN or touched
+   guards). */
+double mha_case_check(const mha_case *c, char *where, size_t size);
+
 #endif
