@@ -1,0 +1,184 @@
+/*
+ * gemm_nt, AVX-512: C = A * B^T (+ bias), i.e.
+ *   C[i*ldc + j] = sum_{p<k} A[i*lda + p] * B[j*ldb + p] (+ bias[j])
+ * for i < m, j < n (see kernels.h). Twin: qkv_gemm_nt_scalar in
+ * kernels/scalar/gemm_nt_scalar.c. Each dot product is accumulated with
+ * FMAs in order p = 0..k-1, then the bias is added: the results agree with
+ * the twin within float rounding (the FMA rounds once per step).
+ *
+ * 1. Pack: B is split into panels of 16 rows (16 output columns); each
+ *    panel is transposed into scratch as 64-byte-aligned vectors
+ *    panel[p*16 + jj] = B[(j0+jj)*ldb + p], through an in-register 16x16
+ *    transpose. Rows of B past n are zero. scratch needs
+ *    ceil(n/16)*16*k <= QKV_GEMM_SCRATCH_FLOATS(n, k) floats.
+ * 2. Compute: a micro-kernel of up to MICRO_ROWS rows of A by 2 panels
+ *    (32 columns) keeps its 24 accumulators in zmm registers; per p it
+ *    loads 2 packed vectors and broadcasts one A element per row. The
+ *    panel pair (2*16*k floats) stays in L1 while all rows of A pass.
+ *
+ * Tails: B rows and A/C are read and written through masked loads and
+ * stores of exactly the documented elements (k % 16 columns of B, n % 16
+ * columns of C and bias). No alignment requirement on a, b, bias or c;
+ * scratch is QKV_SCRATCH_ALIGN-aligned.
+ */
+#include "exp_avx512.h"
+#include "kernels_avx512.h"
+
+#define LANES QKV_AVX512_LANES
+#define MICRO_ROWS 12
+#define MICRO_PANELS 2
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------ */
+/* Packing                                                            */
+/* ------------------------------------------------------------------ */
+
+/* In place: row t of the result holds column t of the 16 x 16 input. */
+static ALWAYS_INLINE void transpose16(__m512 r[16])
+{
+    __m512 a[16], b[16];
+    for (int i = 0; i < 16; i += 2) {
+        a[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        a[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* b[4g + c] holds rows 4g..4g+3 of columns c, c+4, c+8, c+12 in its
+       four 128-bit lanes. */
+    for (int g = 0; g < 16; g += 4) {
+        const __m512d lo01 = _mm512_castps_pd(a[g]), hi01 = _mm512_castps_pd(a[g + 1]);
+        const __m512d lo23 = _mm512_castps_pd(a[g + 2]), hi23 = _mm512_castps_pd(a[g + 3]);
+        b[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo01, lo23));
+        b[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo01, lo23));
+        b[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi01, hi23));
+        b[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi01, hi23));
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 u0 = _mm512_shuffle_f32x4(b[c], b[c + 4], 0x44);
+        const __m512 u1 = _mm512_shuffle_f32x4(b[c], b[c + 4], 0xee);
+        const __m512 v0 = _mm512_shuffle_f32x4(b[c + 8], b[c + 12], 0x44);
+        const __m512 v1 = _mm512_shuffle_f32x4(b[c + 8], b[c + 12], 0xee);
+        r[c] = _mm512_shuffle_f32x4(u0, v0, 0x88);
+        r[c + 4] = _mm512_shuffle_f32x4(u0, v0, 0xdd);
+        r[c + 8] = _mm512_shuffle_f32x4(u1, v1, 0x88);
+        r[c + 12] = _mm512_shuffle_f32x4(u1, v1, 0xdd);
+    }
+}
+
+/* One panel: rows j < rows (<= 16) of B, all k columns, transposed to
+   dst[p*16 + j]; rows past `rows` are zero. */
+static void pack_panel(const float *b, int64_t ldb, int64_t rows, int64_t k,
+                       float *dst)
+{
+    for (int64_t p0 = 0; p0 < k; p0 += LANES) {
+        const int64_t width = k - p0 < LANES ? k - p0 : LANES;
+        const __mmask16 cols = qkv_lanes_avx512(width);
+        __m512 r[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = j < rows ? _mm512_maskz_loadu_ps(cols, b + j * ldb + p0)
+                            : _mm512_setzero_ps();
+        transpose16(r);
+        for (int t = 0; t < width; t++)
+            _mm512_store_ps(dst + (p0 + t) * LANES, r[t]);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Micro-kernel                                                       */
+/* ------------------------------------------------------------------ */
+
+/* C rows 0..ROWS-1, columns 0..cols-1 (cols <= PANELS*16) from ROWS rows
+   of A and PANELS packed panels (panel_floats apart). ROWS and PANELS are
+   compile-time constants at every call, so acc lives in registers. */
+static ALWAYS_INLINE void micro_tile(const int ROWS, const int PANELS,
+                                     int64_t k, const float *a, int64_t lda,
+                                     const float *panel, int64_t panel_floats,
+                                     const float *bias, float *c, int64_t ldc,
+                                     int64_t cols)
+{
+    __m512 acc[MICRO_ROWS][MICRO_PANELS];
+    for (int i = 0; i < ROWS; i++)
+        for (int v = 0; v < PANELS; v++)
+            acc[i][v] = _mm512_setzero_ps();
+
+    for (int64_t p = 0; p < k; p++) {
+        __m512 bv[MICRO_PANELS];
+        for (int v = 0; v < PANELS; v++)
+            bv[v] = _mm512_load_ps(panel + v * panel_floats + p * LANES);
+        for (int i = 0; i < ROWS; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i * lda + p]);
+            for (int v = 0; v < PANELS; v++)
+                acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+    }
+
+    for (int v = 0; v < PANELS; v++) {
+        const __mmask16 lanes = qkv_lanes_avx512(cols - v * LANES);
+        const __m512 bias_v = bias ? _mm512_maskz_loadu_ps(lanes, bias + v * LANES)
+                                   : _mm512_setzero_ps();
+        for (int i = 0; i < ROWS; i++) {
+            const __m512 out = bias ? _mm512_add_ps(acc[i][v], bias_v) : acc[i][v];
+            _mm512_mask_storeu_ps(c + i * ldc + v * LANES, lanes, out);
+        }
+    }
+}
+
+/* Instantiates micro_tile for a run-time row count (1..MICRO_ROWS). */
+static ALWAYS_INLINE void micro_rows(int rows, const int PANELS, int64_t k,
+                                     const float *a, int64_t lda,
+                                     const float *panel, int64_t panel_floats,
+                                     const float *bias, float *c, int64_t ldc,
+                                     int64_t cols)
+{
+    switch (rows) {
+    case 12: micro_tile(12, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 11: micro_tile(11, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 10: micro_tile(10, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 9:  micro_tile(9, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 8:  micro_tile(8, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 7:  micro_tile(7, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 6:  micro_tile(6, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 5:  micro_tile(5, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 4:  micro_tile(4, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 3:  micro_tile(3, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 2:  micro_tile(2, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    default: micro_tile(1, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    }
+}
+
+/* All rows of C for one block of `cols` columns (1 or 2 panels). */
+static void column_block(int panels, int64_t m, int64_t k,
+                         const float *a, int64_t lda,
+                         const float *panel, int64_t panel_floats,
+                         const float *bias, float *c, int64_t ldc, int64_t cols)
+{
+    for (int64_t i0 = 0; i0 < m; i0 += MICRO_ROWS) {
+        const int rows = (int)(m - i0 < MICRO_ROWS ? m - i0 : MICRO_ROWS);
+        if (panels == 2)
+            micro_rows(rows, 2, k, a + i0 * lda, lda, panel, panel_floats,
+                       bias, c + i0 * ldc, ldc, cols);
+        else
+            micro_rows(rows, 1, k, a + i0 * lda, lda, panel, panel_floats,
+                       bias, c + i0 * ldc, ldc, cols);
+    }
+}
+
+void qkv_gemm_nt_avx512(int64_t m, int64_t n, int64_t k,
+                        const float *a, int64_t lda,
+                        const float *b, int64_t ldb,
+                        const float *bias,
+                        float *c, int64_t ldc, float *scratch)
+{
+    const int64_t panel_floats = k * LANES;
+    for (int64_t j0 = 0; j0 < n; j0 += LANES) {
+        const int64_t rows = n - j0 < LANES ? n - j0 : LANES;
+        pack_panel(b + j0 * ldb, ldb, rows, k, scratch + (j0 / LANES) * panel_floats);
+    }
+
+    const int64_t block = MICRO_PANELS * LANES;
+    for (int64_t j0 = 0; j0 < n; j0 += block) {
+        const int64_t cols = n - j0 < block ? n - j0 : block;
+        const int panels = (int)((cols + LANES - 1) / LANES);
+        column_block(panels, m, k, a, lda, scratch + (j0 / LANES) * panel_floats,
+                     panel_floats, bias ? bias + j0 : NULL, c + j0, ldc, cols);
+    }
+}

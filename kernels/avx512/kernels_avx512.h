@@ -1,0 +1,23 @@
+/* The AVX-512 kernels (F/BW/DQ/VL + FMA + F16C); twins of kernels/scalar/. */
+#ifndef QKV_KERNELS_AVX512_H
+#define QKV_KERNELS_AVX512_H
+
+#include "kernels.h"
+
+void qkv_gemm_nt_avx512(int64_t m, int64_t n, int64_t k,
+                        const float *a, int64_t lda,
+                        const float *b, int64_t ldb,
+                        const float *bias,
+                        float *c, int64_t ldc, float *scratch);
+void qkv_softmax_tile_avx512(int64_t m, int64_t n, float *s, int64_t lds,
+                             float *row_max, float *row_sum, float *alpha);
+void qkv_pv_tile_avx512(int64_t m, int64_t n, int64_t dv,
+                        const float *p, int64_t ldp,
+                        const float *v, int64_t ldv,
+                        const float *alpha, float *acc, int64_t ldacc);
+void qkv_exp_shift_scale_avx512(int64_t n, const float *src, float shift,
+                                float mul, float *dst);
+void qkv_cvt_f16_f32_avx512(int64_t n, const uint16_t *src, float *dst);
+void qkv_cvt_bf16_f32_avx512(int64_t n, const uint16_t *src, float *dst);
+
+#endif

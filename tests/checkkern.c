@@ -1,0 +1,1018 @@
+/*
+ * qkv-checkkern: the framework-free kernel checker (the idea of dav1d's
+ * checkasm). Single process, no fork, no threads, no Criterion, so that
+ * under user-mode qemu the emulated CPU is the one that runs every kernel.
+ *
+ * For every ISA this CPU and build have (or only --isa=NAME; exit 77 if
+ * that one is unavailable) it checks each kernel of the ops table
+ * (kernels/kernels.h):
+ *   - against a double-precision computation and against the scalar twin,
+ *     on edge sizes (1, width-1, width, width+1, 2*width+3, 37 and a large
+ *     one), with inputs that end exactly at a PROT_NONE page (an over-read
+ *     faults), in read-only pages (a write to an input faults), at odd
+ *     offsets (unaligned), and outputs surrounded by canaries and with row
+ *     gaps (a write outside the documented output is caught);
+ *   - softmax_tile with -INFINITY logits, fully -inf rows and a NaN that
+ *     must stay in its row;
+ *   - the vector exp (exp_shift_scale with shift 0, mul 1) over a sweep of
+ *     the whole float range and the special values; the maximum relative
+ *     error is printed;
+ *   - the f16 / bf16 conversions over all 65536 patterns against the scalar
+ *     twin and the independent reference conversions;
+ *   - every golden case through the public API with that ISA active
+ *     (golden_run, tests/golden.h), one thread; the worst ratio is printed.
+ * Output is TAP; the exit status is 0 only if every test passed.
+ * --quick shrinks the large sizes and the exp sweep (for emulated CPUs).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "golden.h"
+#include "kernels.h"
+#include "qkv.h"
+#include "ref/ref.h"
+
+/* ------------------------------------------------------------------ */
+/* TAP output and failure notes                                       */
+/* ------------------------------------------------------------------ */
+
+static int tap_count, tap_failed;
+
+/* Diagnostics of the current test: the first few failures only. */
+static int notes_left;
+
+static void note(const char *fmt, ...)
+{
+    if (notes_left <= 0)
+        return;
+    notes_left--;
+    va_list ap;
+    va_start(ap, fmt);
+    printf("# ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+}
+
+static void tap_begin(void)
+{
+    notes_left = 8;
+}
+
+static void tap_result(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %d - ", ok ? "ok" : "not ok", ++tap_count);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    if (!ok)
+        tap_failed++;
+}
+
+/* ------------------------------------------------------------------ */
+/* Random numbers (deterministic)                                     */
+/* ------------------------------------------------------------------ */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rng_u32(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+
+/* Uniform in [lo, hi). */
+static float rng_uniform(float lo, float hi)
+{
+    return lo + (hi - lo) * (float)(rng_u32() >> 8) * 0x1p-24f;
+}
+
+/* ------------------------------------------------------------------ */
+/* Guarded buffers                                                    */
+/* ------------------------------------------------------------------ */
+
+/* An input whose last byte is followed by a PROT_NONE page, so any read
+   past its end faults; input_seal() then makes it read-only. */
+typedef struct input_buf {
+    void *map;
+    size_t map_bytes, data_bytes;
+    void *data;
+} input_buf;
+
+static size_t page_size(void)
+{
+    static size_t size;
+    if (!size)
+        size = (size_t)sysconf(_SC_PAGESIZE);
+    return size;
+}
+
+static void *input_alloc(input_buf *in, size_t bytes)
+{
+    const size_t page = page_size();
+    const size_t data_pages = (bytes + page - 1) / page;
+    in->map_bytes = (data_pages + 1) * page;
+    in->map = mmap(NULL, in->map_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (in->map == MAP_FAILED) {
+        perror("mmap");
+        exit(99);
+    }
+    char *guard = (char *)in->map + data_pages * page;
+    if (mprotect(guard, page, PROT_NONE) != 0) {
+        perror("mprotect");
+        exit(99);
+    }
+    in->data_bytes = bytes;
+    in->data = guard - bytes;
+    return in->data;
+}
+
+static float *input_floats(input_buf *in, int64_t count)
+{
+    return input_alloc(in, (size_t)count * sizeof(float));
+}
+
+static void input_seal(input_buf *in)
+{
+    const size_t page = page_size();
+    mprotect(in->map, in->map_bytes - page, PROT_READ);
+}
+
+static void input_free(input_buf *in)
+{
+    munmap(in->map, in->map_bytes);
+}
+
+/* An output matrix of rows x cols floats with row stride ld, at an odd
+   float offset inside a larger buffer. Everything outside the matrix (the
+   lead, the gaps between rows, the trail) holds a canary pattern that
+   must survive the kernel bit for bit. */
+#define CANARY_BITS 0x7fa1b2c3u
+#define GUARD_LEAD 5
+#define GUARD_TRAIL 19
+
+typedef struct out_buf {
+    float *buf, *data;
+    uint32_t *before;
+    int64_t total, rows, cols, ld;
+} out_buf;
+
+static float *out_alloc(out_buf *o, int64_t rows, int64_t cols, int64_t ld)
+{
+    o->rows = rows;
+    o->cols = cols;
+    o->ld = ld;
+    o->total = GUARD_LEAD + (rows - 1) * ld + cols + GUARD_TRAIL;
+    o->buf = malloc((size_t)o->total * sizeof(float));
+    o->before = malloc((size_t)o->total * sizeof(uint32_t));
+    if (!o->buf || !o->before) {
+        fprintf(stderr, "out of memory\n");
+        exit(99);
+    }
+    const uint32_t canary = CANARY_BITS;
+    for (int64_t i = 0; i < o->total; i++)
+        memcpy(&o->buf[i], &canary, sizeof canary);
+    o->data = o->buf + GUARD_LEAD;
+    return o->data;
+}
+
+/* Call once the matrix holds its initial values. */
+static void out_snapshot(out_buf *o)
+{
+    memcpy(o->before, o->buf, (size_t)o->total * sizeof(float));
+}
+
+static int out_is_inside(const out_buf *o, int64_t i)
+{
+    const int64_t rel = i - GUARD_LEAD;
+    if (rel < 0 || rel >= (o->rows - 1) * o->ld + o->cols)
+        return 0;
+    return rel % o->ld < o->cols;
+}
+
+/* 1 if nothing outside the matrix changed. */
+static int out_intact(const out_buf *o, const char *what)
+{
+    for (int64_t i = 0; i < o->total; i++) {
+        uint32_t now;
+        memcpy(&now, &o->buf[i], sizeof now);
+        if (!out_is_inside(o, i) && now != o->before[i]) {
+            note("%s: write outside the output at float %lld of the buffer",
+                 what, (long long)(i - GUARD_LEAD));
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void out_free(out_buf *o)
+{
+    free(o->buf);
+    free(o->before);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sizes and comparisons                                              */
+/* ------------------------------------------------------------------ */
+
+static int quick_mode;
+
+/* Floats per vector register of each ISA (the scalar table gets the
+   AVX2 sizes: it is the twin, checked against double here too). */
+static int64_t isa_width(qkv_isa isa)
+{
+    switch (isa) {
+    case QKV_ISA_AVX512: return 16;
+    case QKV_ISA_NEON:   return 4;
+    default:             return 8;
+    }
+}
+
+#define MAX_SIZES 8
+
+/* 1, w-1, w, w+1, 2w+3, 37 (a tail of every register block), a large
+   one; sorted without duplicates. */
+static int edge_sizes(qkv_isa isa, int64_t sizes[MAX_SIZES])
+{
+    const int64_t w = isa_width(isa);
+    const int64_t want[] = {1, w - 1, w, w + 1, 2 * w + 3, 37, quick_mode ? 67 : 300};
+    int count = 0;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int seen = want[i] < 1;
+        for (int j = 0; j < count; j++)
+            seen |= sizes[j] == want[i];
+        if (!seen)
+            sizes[count++] = want[i];
+    }
+    for (int i = 1; i < count; i++)
+        for (int j = i; j > 0 && sizes[j - 1] > sizes[j]; j--) {
+            const int64_t t = sizes[j];
+            sizes[j] = sizes[j - 1];
+            sizes[j - 1] = t;
+        }
+    return count;
+}
+
+/* Bit-level identity, with every NaN equal to every NaN. */
+static int same_float(float a, float b)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) && isnan(b);
+    uint32_t x, y;
+    memcpy(&x, &a, sizeof x);
+    memcpy(&y, &b, sizeof y);
+    return x == y;
+}
+
+/* The worst |got - want| / tol seen by one test. */
+typedef struct worst {
+    double ratio;
+    int64_t failures, cases;
+} worst;
+
+/* Records one comparison; returns 1 if within tolerance. */
+static int check_close(worst *w, double got, double want, double tol,
+                       const char *what, int64_t i, int64_t j)
+{
+    const double ratio = fabs(got - want) / tol;
+    if (ratio > w->ratio || isnan(ratio))
+        w->ratio = isnan(ratio) ? INFINITY : ratio;
+    if (ratio <= 1.0)
+        return 1;
+    w->failures++;
+    note("%s[%lld][%lld]: got %.9g, want %.9g (tol %.3g)", what,
+         (long long)i, (long long)j, got, want, tol);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* gemm_nt                                                            */
+/* ------------------------------------------------------------------ */
+
+static void fill_uniform(float *x, int64_t count, float lo, float hi)
+{
+    for (int64_t i = 0; i < count; i++)
+        x[i] = rng_uniform(lo, hi);
+}
+
+/* Runs gemm_nt of table kt on (m, n, k) into a guarded C; compares with
+   double; returns C (caller frees) through o. */
+static void gemm_run(const qkv_kernels *kt, int64_t m, int64_t n, int64_t k,
+                     const float *a, int64_t lda, const float *b, int64_t ldb,
+                     const float *bias, out_buf *o, worst *w)
+{
+    const int64_t ldc = n + 5;
+    float *c = out_alloc(o, m, n, ldc);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            c[i * ldc + j] = 1e30f;     /* every element must be written */
+    out_snapshot(o);
+
+    const int64_t scratch_floats = QKV_GEMM_SCRATCH_FLOATS(n, k);
+    const int64_t canaries = 32;
+    float *scratch = aligned_alloc(QKV_SCRATCH_ALIGN,
+        (size_t)((scratch_floats + canaries + 15) / 16 * 16) * sizeof(float));
+    for (int64_t i = 0; i < canaries; i++)
+        scratch[scratch_floats + i] = -7.0f;
+
+    kt->gemm_nt(m, n, k, a, lda, b, ldb, bias, c, ldc, scratch);
+
+    if (!out_intact(o, "gemm_nt C"))
+        w->failures++;
+    for (int64_t i = 0; i < canaries; i++)
+        if (scratch[scratch_floats + i] != -7.0f) {
+            note("gemm_nt wrote past QKV_GEMM_SCRATCH_FLOATS(%lld, %lld)",
+                 (long long)n, (long long)k);
+            w->failures++;
+            break;
+        }
+    free(scratch);
+}
+
+static void gemm_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                      int64_t m, int64_t n, int64_t k, int with_bias, worst *w)
+{
+    const int64_t lda = k + 3, ldb = k + 1;
+    input_buf ia, ib, ibias;
+    float *a = input_floats(&ia, (m - 1) * lda + k);
+    float *b = input_floats(&ib, (n - 1) * ldb + k);
+    float *bias = with_bias ? input_floats(&ibias, n) : NULL;
+    fill_uniform(a, (m - 1) * lda + k, -1.0f, 1.0f);
+    fill_uniform(b, (n - 1) * ldb + k, -1.0f, 1.0f);
+    if (bias)
+        fill_uniform(bias, n, -1.0f, 1.0f);
+    input_seal(&ia);
+    input_seal(&ib);
+    if (bias)
+        input_seal(&ibias);
+
+    out_buf got, twin_out;
+    gemm_run(kt, m, n, k, a, lda, b, ldb, bias, &got, w);
+    gemm_run(twin, m, n, k, a, lda, b, ldb, bias, &twin_out, w);
+
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double dot = bias ? bias[j] : 0.0, mag = bias ? fabs(bias[j]) : 0.0;
+            for (int64_t p = 0; p < k; p++) {
+                dot += (double)a[i * lda + p] * b[j * ldb + p];
+                mag += fabs((double)a[i * lda + p] * b[j * ldb + p]);
+            }
+            /* Float accumulation of k+1 terms, in any order or with FMA. */
+            const double tol = (double)(k + 2) * FLT_EPSILON * mag + FLT_MIN;
+            const float c = got.data[i * got.ld + j];
+            check_close(w, c, dot, tol, "gemm_nt vs double", i, j);
+            check_close(w, c, twin_out.data[i * got.ld + j], 2 * tol,
+                        "gemm_nt vs scalar", i, j);
+        }
+    w->cases++;
+    out_free(&got);
+    out_free(&twin_out);
+    input_free(&ia);
+    input_free(&ib);
+    if (bias)
+        input_free(&ibias);
+}
+
+static void test_gemm(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    worst w = {0};
+    tap_begin();
+    for (int x = 0; x < count; x++)
+        for (int y = 0; y < count; y++)
+            for (int z = 0; z < count; z++)
+                gemm_case(kt, twin, sizes[x], sizes[y], sizes[z], (x + y + z) & 1, &w);
+    tap_result(w.failures == 0, "%s gemm_nt: %lld shapes vs double and scalar, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
+}
+
+/* ------------------------------------------------------------------ */
+/* pv_tile                                                            */
+/* ------------------------------------------------------------------ */
+
+static void pv_run(const qkv_kernels *kt, int64_t m, int64_t n, int64_t dv,
+                   const float *p, int64_t ldp, const float *v, int64_t ldv,
+                   const float *alpha, const float *acc0, out_buf *o, worst *w)
+{
+    const int64_t ldacc = dv + 2;
+    float *acc = out_alloc(o, m, dv, ldacc);
+    for (int64_t i = 0; i < m; i++)
+        memcpy(acc + i * ldacc, acc0 + i * dv, (size_t)dv * sizeof(float));
+    out_snapshot(o);
+    kt->pv_tile(m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc);
+    if (!out_intact(o, "pv_tile acc"))
+        w->failures++;
+}
+
+static void pv_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                    int64_t m, int64_t n, int64_t dv, worst *w)
+{
+    const int64_t ldp = n + 3, ldv = dv + 1;
+    input_buf ip, iv, ialpha;
+    float *p = input_floats(&ip, (m - 1) * ldp + n);
+    float *v = input_floats(&iv, (n - 1) * ldv + dv);
+    float *alpha = input_floats(&ialpha, m);
+    fill_uniform(p, (m - 1) * ldp + n, 0.0f, 1.0f);
+    fill_uniform(v, (n - 1) * ldv + dv, -1.0f, 1.0f);
+    for (int64_t i = 0; i < m; i++)
+        alpha[i] = i % 3 == 0 ? 1.0f : i % 3 == 1 ? rng_uniform(0.0f, 1.0f) : 0.0f;
+    input_seal(&ip);
+    input_seal(&iv);
+    input_seal(&ialpha);
+    float *acc0 = malloc((size_t)(m * dv) * sizeof(float));
+    fill_uniform(acc0, m * dv, -4.0f, 4.0f);
+
+    out_buf got, twin_out;
+    pv_run(kt, m, n, dv, p, ldp, v, ldv, alpha, acc0, &got, w);
+    pv_run(twin, m, n, dv, p, ldp, v, ldv, alpha, acc0, &twin_out, w);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t c = 0; c < dv; c++) {
+            double sum = (double)alpha[i] * acc0[i * dv + c];
+            double mag = fabs(sum);
+            for (int64_t j = 0; j < n; j++) {
+                sum += (double)p[i * ldp + j] * v[j * ldv + c];
+                mag += fabs((double)p[i * ldp + j] * v[j * ldv + c]);
+            }
+            const double tol = (double)(n + 3) * FLT_EPSILON * mag + FLT_MIN;
+            const float out = got.data[i * got.ld + c];
+            check_close(w, out, sum, tol, "pv_tile vs double", i, c);
+            check_close(w, out, twin_out.data[i * got.ld + c], 2 * tol,
+                        "pv_tile vs scalar", i, c);
+        }
+    w->cases++;
+    free(acc0);
+    out_free(&got);
+    out_free(&twin_out);
+    input_free(&ip);
+    input_free(&iv);
+    input_free(&ialpha);
+}
+
+static void test_pv(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    worst w = {0};
+    tap_begin();
+    for (int x = 0; x < count; x++)
+        for (int y = 0; y < count; y++)
+            for (int z = 0; z < count; z++)
+                pv_case(kt, twin, sizes[x], sizes[y], sizes[z], &w);
+    tap_result(w.failures == 0, "%s pv_tile: %lld shapes vs double and scalar, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
+}
+
+/* ------------------------------------------------------------------ */
+/* softmax_tile                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Relative tolerance of exp(x) computed in float from a float argument
+   that itself came from one float subtraction: a few ulps of exp plus the
+   rounding of the argument. */
+static double exp_tol(double x, double value)
+{
+    if (isinf(x))
+        return FLT_MIN;   /* exp(-inf) must be 0 */
+    return (6.0 + 2.0 * fabs(x)) * FLT_EPSILON * fabs(value) + FLT_MIN;
+}
+
+/* The kinds of rows of a softmax test tile, by row index. */
+enum row_kind { ROW_FRESH, ROW_RUNNING, ROW_ALL_BLOCKED_FRESH,
+                ROW_ALL_BLOCKED_RUNNING, ROW_NAN, ROW_KINDS };
+
+static enum row_kind row_kind_of(int64_t i)
+{
+    return (enum row_kind)(i % ROW_KINDS);
+}
+
+/* Logits and the state on entry of one row of the given kind. */
+static void softmax_fill_row(enum row_kind kind, int64_t n, float *s,
+                             float *row_max, float *row_sum)
+{
+    const int fresh = kind == ROW_FRESH || kind == ROW_ALL_BLOCKED_FRESH;
+    *row_max = fresh ? -INFINITY : rng_uniform(-4.0f, 4.0f);
+    *row_sum = fresh ? 0.0f : rng_uniform(1.0f, 3.0f);
+    for (int64_t j = 0; j < n; j++) {
+        const int blocked = kind == ROW_ALL_BLOCKED_FRESH ||
+                            kind == ROW_ALL_BLOCKED_RUNNING || j % 5 == 3;
+        s[j] = blocked ? -INFINITY : rng_uniform(-8.0f, 8.0f);
+    }
+    if (kind == ROW_NAN)
+        s[n / 2] = NAN;
+}
+
+typedef struct softmax_out {
+    out_buf s, max, sum, alpha;
+} softmax_out;
+
+static void softmax_run(const qkv_kernels *kt, int64_t m, int64_t n,
+                        const float *s0, const float *max0, const float *sum0,
+                        softmax_out *o, worst *w)
+{
+    const int64_t lds = n + 7;
+    float *s = out_alloc(&o->s, m, n, lds);
+    float *max = out_alloc(&o->max, 1, m, m);
+    float *sum = out_alloc(&o->sum, 1, m, m);
+    float *alpha = out_alloc(&o->alpha, 1, m, m);
+    for (int64_t i = 0; i < m; i++) {
+        memcpy(s + i * lds, s0 + i * n, (size_t)n * sizeof(float));
+        max[i] = max0[i];
+        sum[i] = sum0[i];
+        alpha[i] = -3.0f;
+    }
+    out_snapshot(&o->s);
+    out_snapshot(&o->max);
+    out_snapshot(&o->sum);
+    out_snapshot(&o->alpha);
+    kt->softmax_tile(m, n, s, lds, max, sum, alpha);
+    if (!out_intact(&o->s, "softmax s") || !out_intact(&o->max, "softmax row_max") ||
+        !out_intact(&o->sum, "softmax row_sum") || !out_intact(&o->alpha, "softmax alpha"))
+        w->failures++;
+}
+
+static void softmax_out_free(softmax_out *o)
+{
+    out_free(&o->s);
+    out_free(&o->max);
+    out_free(&o->sum);
+    out_free(&o->alpha);
+}
+
+/* A row whose logits are all blocked: zeros, alpha 1, state unchanged. */
+static void softmax_check_blocked_row(const softmax_out *o, int64_t i, int64_t n,
+                                      float max0, float sum0, worst *w)
+{
+    const float *s = o->s.data + i * o->s.ld;
+    int ok = o->alpha.data[i] == 1.0f && same_float(o->max.data[i], max0) &&
+             same_float(o->sum.data[i], sum0);
+    for (int64_t j = 0; j < n; j++)
+        ok &= s[j] == 0.0f && !signbit(s[j]);
+    if (!ok) {
+        w->failures++;
+        note("softmax: fully blocked row %lld changed its state or is not +0", (long long)i);
+    }
+}
+
+/* Every row against the recurrence in double. */
+static void softmax_check_row(const softmax_out *o, int64_t i, int64_t n,
+                              const float *s0, float max0, float sum0, worst *w)
+{
+    double new_max = max0;
+    for (int64_t j = 0; j < n; j++)
+        if (s0[j] > new_max)
+            new_max = s0[j];
+    if (new_max == -INFINITY) {
+        softmax_check_blocked_row(o, i, n, max0, sum0, w);
+        return;
+    }
+    const float *s = o->s.data + i * o->s.ld;
+    double sum = 0.0, worst_rel = 0.0;
+    int has_nan = 0;
+    for (int64_t j = 0; j < n; j++) {
+        if (isnan(s0[j])) {
+            has_nan = 1;
+            if (!isnan(s[j])) {
+                w->failures++;
+                note("softmax: NaN logit [%lld][%lld] gave %g", (long long)i, (long long)j, s[j]);
+            }
+            continue;
+        }
+        const double x = (double)s0[j] - new_max;
+        const double want = exp(x);
+        if (s0[j] == -INFINITY && !(s[j] == 0.0f && !signbit(s[j]))) {
+            w->failures++;
+            note("softmax: -inf logit [%lld][%lld] gave %g, not +0", (long long)i, (long long)j, s[j]);
+        }
+        check_close(w, s[j], want, exp_tol(x, want), "softmax s", i, j);
+        sum += want;
+        worst_rel = fmax(worst_rel, exp_tol(x, 1.0));
+    }
+    const double alpha = exp((double)max0 - new_max);
+    check_close(w, o->alpha.data[i], alpha, exp_tol((double)max0 - new_max, alpha),
+                "softmax alpha", i, 0);
+    check_close(w, o->max.data[i], new_max, 0.0 + FLT_MIN * 0.5, "softmax row_max", i, 0);
+    const double want_sum = sum0 * alpha + sum;
+    if (has_nan) {
+        if (!isnan(o->sum.data[i])) {
+            w->failures++;
+            note("softmax: row %lld had a NaN logit but row_sum %g", (long long)i, o->sum.data[i]);
+        }
+        return;
+    }
+    const double tol = ((double)(n + 4) * FLT_EPSILON + worst_rel) * want_sum + FLT_MIN;
+    check_close(w, o->sum.data[i], want_sum, tol, "softmax row_sum", i, 0);
+}
+
+static void softmax_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                         int64_t m, int64_t n, worst *w)
+{
+    float *s0 = malloc((size_t)(m * n) * sizeof(float));
+    float *max0 = malloc((size_t)m * sizeof(float));
+    float *sum0 = malloc((size_t)m * sizeof(float));
+    for (int64_t i = 0; i < m; i++)
+        softmax_fill_row(row_kind_of(i), n, s0 + i * n, &max0[i], &sum0[i]);
+
+    softmax_out got, twin_out;
+    softmax_run(kt, m, n, s0, max0, sum0, &got, w);
+    softmax_run(twin, m, n, s0, max0, sum0, &twin_out, w);
+    for (int64_t i = 0; i < m; i++) {
+        softmax_check_row(&got, i, n, s0 + i * n, max0[i], sum0[i], w);
+        /* The twin agrees on every row, NaN placement included. */
+        const float a = got.sum.data[i], b = twin_out.sum.data[i];
+        if (isnan(a) != isnan(b) || (!isnan(a) && fabs(a - b) > 1e-5 * fabs(b) + FLT_MIN)) {
+            w->failures++;
+            note("softmax row_sum[%lld]: %.9g, scalar %.9g", (long long)i, a, b);
+        }
+    }
+    w->cases++;
+    softmax_out_free(&got);
+    softmax_out_free(&twin_out);
+    free(s0);
+    free(max0);
+    free(sum0);
+}
+
+static void test_softmax(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    worst w = {0};
+    tap_begin();
+    for (int x = 0; x < count; x++)
+        for (int y = 0; y < count; y++)
+            softmax_case(kt, twin, sizes[x], sizes[y], &w);
+    tap_result(w.failures == 0,
+               "%s softmax_tile: %lld shapes (-inf logits, blocked rows, NaN rows) vs double and scalar, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
+}
+
+/* ------------------------------------------------------------------ */
+/* exp_shift_scale                                                    */
+/* ------------------------------------------------------------------ */
+
+static void exp_shift_case(const qkv_kernels *kt, int64_t n, int in_place, worst *w)
+{
+    input_buf isrc;
+    float *src = input_floats(&isrc, n);
+    for (int64_t j = 0; j < n; j++)
+        src[j] = j % 7 == 2 ? -INFINITY : rng_uniform(-20.0f, 5.0f);
+    input_seal(&isrc);
+    const float shift = rng_uniform(-3.0f, 3.0f), mul = rng_uniform(0.1f, 2.0f);
+
+    out_buf o;
+    float *dst = out_alloc(&o, 1, n, n);
+    if (in_place)
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    out_snapshot(&o);
+    kt->exp_shift_scale(n, in_place ? dst : src, shift, mul, dst);
+    if (!out_intact(&o, "exp_shift_scale dst"))
+        w->failures++;
+    for (int64_t j = 0; j < n; j++) {
+        const double x = (double)src[j] - shift;
+        const double want = exp(x) * mul;
+        check_close(w, dst[j], want, exp_tol(x, want) + FLT_EPSILON * fabs(want),
+                    "exp_shift_scale", 0, j);
+    }
+    w->cases++;
+    out_free(&o);
+    input_free(&isrc);
+}
+
+static void test_exp_shift_scale(const qkv_kernels *kt)
+{
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    worst w = {0};
+    tap_begin();
+    for (int x = 0; x < count; x++) {
+        exp_shift_case(kt, sizes[x], 0, &w);
+        exp_shift_case(kt, sizes[x], 1, &w);
+    }
+    tap_result(w.failures == 0, "%s exp_shift_scale: %lld sizes, in place and not, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
+}
+
+/* The vector exp over the float range. */
+typedef struct exp_stats {
+    double max_rel;
+    float worst_x;
+    int64_t checked, failures, denormals;
+} exp_stats;
+
+/* Largest accepted relative error of exp in the normal range (~3 ulp). */
+#define EXP_MAX_REL 3.6e-7
+/* A SIMD exp may flush to +0 slightly above the underflow threshold (its
+   cut-off is a float x near ln(FLT_MIN)): results below FLT_MIN * (1 +
+   2^-10) may be 0, an absolute error below 1.2e-41. */
+#define EXP_FLUSH_BAND (1.0 + 0x1p-10)
+
+static void exp_check_one(float x, float got, int flush_ok, exp_stats *st)
+{
+    st->checked++;
+    const double want = exp((double)x);
+    int ok;
+    if (isnan(x)) {
+        ok = isnan(got);
+    } else if (want > FLT_MAX) {
+        /* Overflow: +inf, or FLT_MAX-sized values just below ln(FLT_MAX). */
+        ok = got == INFINITY || (want < FLT_MAX * (1.0 + 4 * EXP_MAX_REL) &&
+                                 fabs(got - want) <= EXP_MAX_REL * want);
+    } else if (want < FLT_MIN) {
+        /* Below the normal range: the SIMD exps flush to +0; the scalar
+           twin (libm) may return a denormal within its absolute error. */
+        ok = (got == 0.0f && !signbit(got)) ||
+             (!flush_ok && fabs(got - want) <= 0x1p-149);
+        if (flush_ok && !ok && want > FLT_MIN * (1.0 - 4 * EXP_MAX_REL))
+            ok = got == FLT_MIN;   /* FLT_MIN by rounding up: allowed */
+    } else {
+        const double rel = fabs(got - want) / want;
+        ok = rel <= EXP_MAX_REL ||
+             (flush_ok && got == 0.0f && !signbit(got) && want < FLT_MIN * EXP_FLUSH_BAND);
+        if (got != 0.0f && rel > st->max_rel) {
+            st->max_rel = rel;
+            st->worst_x = x;
+        }
+    }
+    if (got != 0.0f && fabsf(got) < FLT_MIN)
+        st->denormals++;
+    if (flush_ok && got != 0.0f && fabsf(got) < FLT_MIN)
+        ok = 0;
+    if (!ok) {
+        st->failures++;
+        note("exp(%a = %.9g): got %a, want %.9g", x, x, got, want);
+    }
+}
+
+static void exp_check_batch(const qkv_kernels *kt, const float *x, int64_t n,
+                            float *out, exp_stats *st)
+{
+    kt->exp_shift_scale(n, x, 0.0f, 1.0f, out);
+    for (int64_t i = 0; i < n; i++)
+        exp_check_one(x[i], out[i], kt->isa != QKV_ISA_SCALAR, st);
+}
+
+static void test_exp_sweep(const qkv_kernels *kt)
+{
+    enum { BATCH = 4096 };
+    float x[BATCH], out[BATCH];
+    exp_stats st = {0};
+    tap_begin();
+
+    const float specials[] = {
+        0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1.0f, -1.0f,
+        FLT_MIN, -FLT_MIN, 0x1p-149f, -0x1p-149f, FLT_MAX, -FLT_MAX,
+        88.72283f, 88.722839f, 88.7228394f, 88.73f, 89.0f, 100.0f,
+        -87.33654f, -87.336548f, -87.3365f, -87.34f, -103.0f, -104.0f, -110.0f,
+        0.34657359f, -0.34657359f, 0.6931472f, -0.6931472f, 1e-7f, -1e-7f,
+    };
+    const int64_t n_special = (int64_t)(sizeof specials / sizeof specials[0]);
+    memcpy(x, specials, sizeof specials);
+    exp_check_batch(kt, x, n_special, out, &st);
+
+    /* Every step-th bit pattern: all signs, exponents and many mantissas. */
+    const uint64_t step = quick_mode ? 65521 : 4093;
+    int64_t fill = 0;
+    for (uint64_t bits = 0; bits <= 0xffffffffull; bits += step) {
+        const uint32_t b32 = (uint32_t)bits;
+        memcpy(&x[fill++], &b32, sizeof b32);
+        if (fill == BATCH) {
+            exp_check_batch(kt, x, fill, out, &st);
+            fill = 0;
+        }
+    }
+    exp_check_batch(kt, x, fill, out, &st);
+
+    /* Densely around the ends of the range, where the clamps work. */
+    const float edges[] = {-87.33654f, 88.72283f, -103.97208f, 0.0f};
+    for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++) {
+        float v = edges[e];
+        for (int i = 0; i < 2048; i++)
+            v = nextafterf(v, -INFINITY);
+        for (int i = 0; i < BATCH; i++) {
+            x[i] = v;
+            v = nextafterf(v, INFINITY);
+        }
+        exp_check_batch(kt, x, BATCH, out, &st);
+    }
+
+    printf("# %s exp: %lld inputs, max relative error %.3g (%.2f ulp of 2^-23) at x = %.9g, %lld denormal results\n",
+           qkv_isa_name(kt->isa), (long long)st.checked, st.max_rel,
+           st.max_rel / 0x1p-23, st.worst_x, (long long)st.denormals);
+    tap_result(st.failures == 0, "%s exp over the float range: max rel err %.3g <= %.2g, specials, no denormals",
+               qkv_isa_name(kt->isa), st.max_rel, EXP_MAX_REL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Conversions                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef void (*cvt_fn)(int64_t n, const uint16_t *src, float *dst);
+
+/* All 65536 patterns, at a 2-byte-aligned (odd-in-floats) offset, against
+   the twin and the independent reference. */
+static void test_cvt_all(const qkv_kernels *kt, const qkv_kernels *twin,
+                         int bf16)
+{
+    const cvt_fn fn = bf16 ? kt->cvt_bf16_f32 : kt->cvt_f16_f32;
+    const cvt_fn twin_fn = bf16 ? twin->cvt_bf16_f32 : twin->cvt_f16_f32;
+    const char *name = bf16 ? "cvt_bf16_f32" : "cvt_f16_f32";
+    enum { N = 65536 };
+    input_buf isrc;
+    uint16_t *src = input_alloc(&isrc, N * sizeof(uint16_t));
+    for (int i = 0; i < N; i++)
+        src[i] = (uint16_t)i;
+    input_seal(&isrc);
+    out_buf o, t;
+    float *dst = out_alloc(&o, 1, N, N);
+    float *want = out_alloc(&t, 1, N, N);
+    out_snapshot(&o);
+    tap_begin();
+    fn(N, src, dst);
+    twin_fn(N, src, want);
+    int64_t failures = !out_intact(&o, name);
+    for (int i = 0; i < N; i++) {
+        const float ref = bf16 ? ref_bf16_to_f32((uint16_t)i) : ref_f16_to_f32((uint16_t)i);
+        if (!same_float(dst[i], want[i]) || !same_float(dst[i], ref)) {
+            failures++;
+            note("%s(0x%04x): got %a, scalar %a, reference %a", name, i, dst[i], want[i], ref);
+        }
+    }
+    tap_result(failures == 0, "%s %s: all 65536 patterns vs scalar and reference",
+               qkv_isa_name(kt->isa), name);
+    out_free(&o);
+    out_free(&t);
+    input_free(&isrc);
+}
+
+/* Every length 1 .. 3*width+5 and the edge sizes: tails and canaries. */
+static void test_cvt_tails(const qkv_kernels *kt)
+{
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    const int64_t short_max = 3 * isa_width(kt->isa) + 5;
+    int64_t failures = 0, cases = 0;
+    tap_begin();
+    for (int64_t s = 0; s < short_max + count; s++) {
+        const int64_t n = s < short_max ? s + 1 : sizes[s - short_max];
+        for (int bf16 = 0; bf16 < 2; bf16++) {
+            input_buf isrc;
+            uint16_t *src = input_alloc(&isrc, (size_t)n * sizeof(uint16_t));
+            for (int64_t j = 0; j < n; j++)
+                src[j] = (uint16_t)rng_u32();
+            input_seal(&isrc);
+            out_buf o;
+            float *dst = out_alloc(&o, 1, n, n);
+            out_snapshot(&o);
+            (bf16 ? kt->cvt_bf16_f32 : kt->cvt_f16_f32)(n, src, dst);
+            failures += !out_intact(&o, bf16 ? "cvt_bf16_f32" : "cvt_f16_f32");
+            for (int64_t j = 0; j < n; j++) {
+                const float want = bf16 ? ref_bf16_to_f32(src[j]) : ref_f16_to_f32(src[j]);
+                if (!same_float(dst[j], want)) {
+                    failures++;
+                    note("n=%lld: element %lld: got %a, want %a", (long long)n, (long long)j, dst[j], want);
+                }
+            }
+            cases++;
+            out_free(&o);
+            input_free(&isrc);
+        }
+    }
+    tap_result(failures == 0, "%s cvt_f16_f32 / cvt_bf16_f32: %lld lengths, tails and canaries",
+               qkv_isa_name(kt->isa), (long long)cases);
+}
+
+/* ------------------------------------------------------------------ */
+/* Golden cases through the public API                                */
+/* ------------------------------------------------------------------ */
+
+static void test_golden(qkv_isa isa)
+{
+    char **names = NULL;
+    const int count = golden_list(&names);
+    if (count <= 0) {
+        tap_result(0, "%s golden: no golden cases found in %s", qkv_isa_name(isa),
+                   golden_data_dir());
+        return;
+    }
+    if (qkv_isa_set(isa) != QKV_OK) {
+        tap_result(0, "%s golden: qkv_isa_set failed", qkv_isa_name(isa));
+        golden_list_free(names, count);
+        return;
+    }
+    double worst_ratio = 0.0;
+    char worst_case[160] = "none";
+    for (int i = 0; i < count; i++) {
+        char path[4096], err[256];
+        snprintf(path, sizeof path, "%s/%s.txt", golden_data_dir(), names[i]);
+        golden_case c;
+        tap_begin();
+        if (golden_load(path, &c, err, (int)sizeof err) != 0) {
+            tap_result(0, "%s golden %s: cannot load: %s", qkv_isa_name(isa), names[i], err);
+            continue;
+        }
+        golden_result r;
+        memset(&r, 0, sizeof r);
+        const int rc = golden_run(&c, 1, &r);
+        tap_result(rc == 0, "%s golden %s: status %d, %lld values, worst ratio %.3g at %s",
+                   qkv_isa_name(isa), names[i], r.status, (long long)r.values_checked,
+                   r.worst_ratio, r.worst_where);
+        if (r.worst_ratio > worst_ratio) {
+            worst_ratio = r.worst_ratio;
+            snprintf(worst_case, sizeof worst_case, "%.63s %.80s", names[i], r.worst_where);
+        }
+        golden_free(&c);
+    }
+    printf("# %s worst golden ratio %.4g (%s)\n", qkv_isa_name(isa), worst_ratio, worst_case);
+    golden_list_free(names, count);
+    qkv_isa_set(QKV_ISA_AUTO);
+}
+
+/* ------------------------------------------------------------------ */
+/* Driver                                                             */
+/* ------------------------------------------------------------------ */
+
+static void check_isa(qkv_isa isa)
+{
+    const qkv_kernels *kt = qkv_kernels_for(isa);
+    const qkv_kernels *twin = qkv_kernels_for(QKV_ISA_SCALAR);
+    printf("# ISA %s (block_q %lld, block_k %lld)\n", qkv_isa_name(isa),
+           (long long)kt->block_q, (long long)kt->block_k);
+    tap_begin();
+    tap_result(kt->isa == isa && kt->block_q > 0 && kt->block_k > 0 && kt->gemm_nt &&
+               kt->softmax_tile && kt->pv_tile && kt->exp_shift_scale &&
+               kt->cvt_f16_f32 && kt->cvt_bf16_f32,
+               "%s table is complete", qkv_isa_name(isa));
+    test_gemm(kt, twin);
+    test_pv(kt, twin);
+    test_softmax(kt, twin);
+    test_exp_shift_scale(kt);
+    test_exp_sweep(kt);
+    test_cvt_all(kt, twin, 0);
+    test_cvt_all(kt, twin, 1);
+    test_cvt_tails(kt);
+    test_golden(isa);
+}
+
+static const qkv_isa all_isas[] = {
+    QKV_ISA_SCALAR, QKV_ISA_AVX2, QKV_ISA_AVX512, QKV_ISA_NEON,
+};
+
+static int parse_args(int argc, char **argv, qkv_isa *only)
+{
+    *only = QKV_ISA_AUTO;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick_mode = 1;
+        } else if (strncmp(argv[i], "--isa=", 6) == 0) {
+            int found = 0;
+            for (size_t j = 0; j < sizeof all_isas / sizeof all_isas[0]; j++)
+                if (strcmp(argv[i] + 6, qkv_isa_name(all_isas[j])) == 0) {
+                    *only = all_isas[j];
+                    found = 1;
+                }
+            if (!found) {
+                fprintf(stderr, "unknown ISA '%s'\n", argv[i] + 6);
+                return -1;
+            }
+        } else {
+            fprintf(stderr, "usage: %s [--isa=scalar|avx2|avx512|neon] [--quick]\n", argv[0]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    qkv_isa only;
+    if (parse_args(argc, argv, &only) != 0)
+        return 2;
+    if (only != QKV_ISA_AUTO && !qkv_kernels_for(only)) {
+        printf("1..0 # SKIP %s is not available on this CPU or in this build\n",
+               qkv_isa_name(only));
+        return 77;
+    }
+    for (size_t i = 0; i < sizeof all_isas / sizeof all_isas[0]; i++) {
+        const qkv_isa isa = all_isas[i];
+        if ((only == QKV_ISA_AUTO || only == isa) && qkv_kernels_for(isa))
+            check_isa(isa);
+    }
+    printf("1..%d\n", tap_count);
+    if (tap_failed)
+        printf("# %d of %d failed\n", tap_failed, tap_count);
+    return tap_failed ? 1 : 0;
+}
