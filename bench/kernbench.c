@@ -1,0 +1,293 @@
+/*
+ * kernbench: every kernel of the ops table (kernels/kernels.h), for every
+ * ISA this CPU and build have, at the sizes the drivers call it with (in
+ * the manner of dav1d's checkasm --bench):
+ *
+ *   gemm_nt       block_q x block_k x D   (Q K^T tile of src/sdpa.c)
+ *                 1 x block_k x 128       (the same tile when decoding)
+ *                 64 x 64 x 512 + bias    (a projection block of src/gemm.c)
+ *   softmax_tile  block_q x block_k
+ *   pv_tile       block_q x block_k x D, 1 x block_k x 128 (decode)
+ *   exp_shift_scale  block_k and 2048 elements (the weights output)
+ *   cvt_f16_f32, cvt_bf16_f32   one K/V row: D elements
+ *
+ * where block_q and block_k are the table's own. Each line gives the
+ * median nanoseconds per call, the throughput (GFLOP/s and % of the ISA's
+ * single-thread FMA peak for the two GEMM-like kernels, elements per
+ * nanosecond for the others), and the speed-up over the scalar kernel at
+ * the same size.
+ *
+ *   kernbench [--isa NAME] [--kernel SUBSTRING]
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_util.h"
+#include "kernels.h"
+#include "peak.h"
+#include "qkv.h"
+
+/* ------------------------------------------------------------------ */
+/* Cases                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef enum kernel_id {
+    K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_CVT_F16, K_CVT_BF16
+} kernel_id;
+
+static const char *const kernel_names[] = {
+    "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "cvt_f16_f32", "cvt_bf16_f32",
+};
+
+/* One call: sizes as the kernel names them (m, n, k or dv). */
+typedef struct kcase {
+    kernel_id kernel;
+    int64_t m, n, k;
+    int bias;
+    const char *note;      /* where the driver uses this size */
+} kcase;
+
+/* Largest sizes any case uses, for the shared buffers. */
+enum { MAX_ROWS = 256, MAX_COLS = 2048, MAX_DEPTH = 512 };
+
+typedef struct buffers {
+    float *a, *b, *bias, *c, *scratch;
+    float *s, *row_max, *row_sum, *alpha, *acc;
+    float *src, *dst;
+    uint16_t *f16, *bf16;
+} buffers;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* The cases of one table: sized by its block_q and block_k. */
+static int cases_for(const qkv_kernels *kt, kcase *out)
+{
+    const int64_t bq = min64(kt->block_q, MAX_ROWS), bk = min64(kt->block_k, MAX_COLS);
+    int n = 0;
+    out[n++] = (kcase){K_GEMM_NT, bq, bk, 64, 0, "Q K^T tile, D=64"};
+    out[n++] = (kcase){K_GEMM_NT, bq, bk, 128, 0, "Q K^T tile, D=128"};
+    out[n++] = (kcase){K_GEMM_NT, 1, bk, 128, 0, "decode Q K^T, D=128"};
+    out[n++] = (kcase){K_GEMM_NT, 64, 64, 512, 1, "projection block"};
+    out[n++] = (kcase){K_SOFTMAX_TILE, bq, bk, 0, 0, "score tile"};
+    out[n++] = (kcase){K_PV_TILE, bq, bk, 64, 0, "P V tile, D=64"};
+    out[n++] = (kcase){K_PV_TILE, bq, bk, 128, 0, "P V tile, D=128"};
+    out[n++] = (kcase){K_PV_TILE, 1, bk, 128, 0, "decode P V, D=128"};
+    out[n++] = (kcase){K_EXP_SHIFT_SCALE, 1, bk, 0, 0, "weights, one tile row"};
+    out[n++] = (kcase){K_EXP_SHIFT_SCALE, 1, 2048, 0, 0, "weights, a long row"};
+    out[n++] = (kcase){K_CVT_F16, 1, 64, 0, 0, "K/V row, D=64"};
+    out[n++] = (kcase){K_CVT_F16, 1, 128, 0, 0, "K/V row, D=128"};
+    out[n++] = (kcase){K_CVT_BF16, 1, 64, 0, 0, "K/V row, D=64"};
+    out[n++] = (kcase){K_CVT_BF16, 1, 128, 0, 0, "K/V row, D=128"};
+    return n;
+}
+
+static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
+{
+    switch (c->kernel) {
+    case K_GEMM_NT:
+        kt->gemm_nt(c->m, c->n, c->k, b->a, c->k, b->b, c->k,
+                    c->bias ? b->bias : NULL, b->c, c->n, b->scratch);
+        break;
+    case K_SOFTMAX_TILE:
+        /* In place: after the first call the logits are exp values in
+           (0, 1] and the running max stays put, so every later call does
+           the same work (no overflow, no subnormals). */
+        kt->softmax_tile(c->m, c->n, b->s, c->n, b->row_max, b->row_sum, b->alpha);
+        break;
+    case K_PV_TILE:
+        /* alpha = 0.5 keeps the accumulators bounded however often. */
+        kt->pv_tile(c->m, c->n, c->k, b->a, c->n, b->b, c->k, b->alpha, b->acc, c->k);
+        break;
+    case K_EXP_SHIFT_SCALE:
+        kt->exp_shift_scale(c->n, b->src, 4.0f, 0.5f, b->dst);
+        break;
+    case K_CVT_F16:
+        kt->cvt_f16_f32(c->n, b->f16, b->dst);
+        break;
+    case K_CVT_BF16:
+        kt->cvt_bf16_f32(c->n, b->bf16, b->dst);
+        break;
+    }
+}
+
+/* FLOPs of one call for the GEMM-like kernels, else 0. */
+static double case_flops(const kcase *c)
+{
+    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE)
+        return 2.0 * (double)(c->m * c->n * c->k);
+    return 0.0;
+}
+
+static double case_elements(const kcase *c)
+{
+    return (double)(c->m * c->n);
+}
+
+static void buffers_init(buffers *b)
+{
+    uint64_t seed = 1;
+    const size_t big = (size_t)MAX_ROWS * MAX_DEPTH > (size_t)MAX_ROWS * MAX_COLS
+                           ? (size_t)MAX_ROWS * MAX_DEPTH : (size_t)MAX_ROWS * MAX_COLS;
+    const size_t kv = (size_t)MAX_COLS * MAX_DEPTH;
+    b->a = bench_alloc(big * sizeof(float));
+    bench_fill_f32(b->a, big, 0.0f, 1.0f, &seed);       /* also P: weights >= 0 */
+    b->b = bench_alloc(kv * sizeof(float));
+    bench_fill_f32(b->b, kv, -1.0f, 1.0f, &seed);
+    b->bias = bench_alloc(MAX_COLS * sizeof(float));
+    bench_fill_f32(b->bias, MAX_COLS, -0.1f, 0.1f, &seed);
+    b->c = bench_alloc(big * sizeof(float));
+    b->scratch = bench_alloc((size_t)QKV_GEMM_SCRATCH_FLOATS(MAX_COLS, MAX_DEPTH) * sizeof(float));
+    b->s = bench_alloc(big * sizeof(float));
+    bench_fill_f32(b->s, big, -4.0f, 4.0f, &seed);
+    b->row_max = bench_alloc(MAX_ROWS * sizeof(float));
+    b->row_sum = bench_alloc(MAX_ROWS * sizeof(float));
+    b->alpha = bench_alloc(MAX_ROWS * sizeof(float));
+    for (int i = 0; i < MAX_ROWS; i++) {
+        b->row_max[i] = 0.0f;
+        b->row_sum[i] = 0.0f;
+        b->alpha[i] = 0.5f;
+    }
+    b->acc = bench_alloc((size_t)MAX_ROWS * MAX_DEPTH * sizeof(float));
+    memset(b->acc, 0, (size_t)MAX_ROWS * MAX_DEPTH * sizeof(float));
+    b->src = bench_alloc(MAX_COLS * sizeof(float));
+    bench_fill_f32(b->src, MAX_COLS, -4.0f, 4.0f, &seed);
+    b->dst = bench_alloc(MAX_COLS * sizeof(float));
+    b->f16 = bench_alloc(MAX_COLS * sizeof(uint16_t));
+    bench_fill_f16(b->f16, MAX_COLS, -1.0f, 1.0f, &seed);
+    b->bf16 = bench_alloc(MAX_COLS * sizeof(uint16_t));
+    bench_fill_bf16(b->bf16, MAX_COLS, -1.0f, 1.0f, &seed);
+}
+
+/* ------------------------------------------------------------------ */
+/* Timing                                                             */
+/* ------------------------------------------------------------------ */
+
+enum { SAMPLES = 7 };
+
+/* Median nanoseconds per call. Calls are short, so each sample is a
+   batch of calls sized to about 3 ms, after a calibration that also warms
+   the caches and the clock. */
+static double time_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
+{
+    int64_t calls = 1;
+    for (;;) {
+        const double t0 = bench_now_ns();
+        for (int64_t i = 0; i < calls; i++)
+            run_case(kt, c, b);
+        const double ns = bench_now_ns() - t0;
+        if (ns > 1e6 || calls > ((int64_t)1 << 30)) {
+            calls = (int64_t)((double)calls * 3e6 / ns) + 1;
+            break;
+        }
+        calls *= 4;
+    }
+    double per_call[SAMPLES];
+    for (int s = 0; s < SAMPLES; s++) {
+        const double t0 = bench_now_ns();
+        for (int64_t i = 0; i < calls; i++)
+            run_case(kt, c, b);
+        per_call[s] = (bench_now_ns() - t0) / (double)calls;
+    }
+    return bench_median(per_call, SAMPLES);
+}
+
+/* ------------------------------------------------------------------ */
+/* Main                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct options {
+    qkv_isa only_isa;          /* QKV_ISA_AUTO: all */
+    const char *kernel_filter; /* substring of the kernel name, or NULL */
+} options;
+
+static void parse_options(int argc, char **argv, options *o)
+{
+    static const struct option long_opts[] = {
+        {"isa", required_argument, NULL, 'i'},
+        {"kernel", required_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (options){QKV_ISA_AUTO, NULL};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        if (opt == 'i') {
+            for (int i = QKV_ISA_SCALAR; i <= QKV_ISA_NEON; i++)
+                if (strcmp(optarg, qkv_isa_name((qkv_isa)i)) == 0)
+                    o->only_isa = (qkv_isa)i;
+            if (o->only_isa == QKV_ISA_AUTO || !qkv_isa_supported(o->only_isa)) {
+                fprintf(stderr, "kernbench: ISA '%s' is not available here\n", optarg);
+                exit(1);
+            }
+        } else if (opt == 'k') {
+            o->kernel_filter = optarg;
+        } else {
+            printf("usage: kernbench [--isa scalar|avx2|avx512|neon] [--kernel SUBSTRING]\n");
+            exit(opt == 'h' ? 0 : 1);
+        }
+    }
+}
+
+static void print_case(const qkv_kernels *kt, const kcase *c, double ns,
+                       double scalar_ns, double peak)
+{
+    char size[48];
+    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE)
+        snprintf(size, sizeof size, "%lldx%lldx%lld%s", (long long)c->m,
+                 (long long)c->n, (long long)c->k, c->bias ? "+b" : "");
+    else if (c->kernel == K_SOFTMAX_TILE)
+        snprintf(size, sizeof size, "%lldx%lld", (long long)c->m, (long long)c->n);
+    else
+        snprintf(size, sizeof size, "%lld", (long long)c->n);
+
+    printf("%-7s %-16s %-13s %10.1f ", qkv_isa_name(kt->isa), kernel_names[c->kernel],
+           size, ns);
+    const double flops = case_flops(c);
+    if (flops > 0.0) {
+        const double gflops = flops / ns;
+        printf("%8.2f GFLOP/s %5.1f%% ", gflops, peak > 0.0 ? 100.0 * gflops / peak : 0.0);
+    } else {
+        printf("%8.3f elem/ns %6s ", case_elements(c) / ns, "");
+    }
+    printf("%7.2fx  %s\n", scalar_ns / ns, c->note);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    parse_options(argc, argv, &o);
+    /* Single-threaded: CPU time leaves out time descheduled. */
+    bench_set_clock(BENCH_CLOCK_THREAD_CPU);
+    static const qkv_isa order[] = {QKV_ISA_SCALAR, QKV_ISA_AVX2, QKV_ISA_AVX512, QKV_ISA_NEON};
+    const qkv_kernels *scalar = qkv_kernels_for(QKV_ISA_SCALAR);
+    buffers b;
+    buffers_init(&b);
+
+    char cpu[256], date[16];
+    bench_cpu_model(cpu, sizeof cpu);
+    bench_date(date, sizeof date);
+    printf("kernbench: %s, %s, 1 thread, %s clock\n", cpu, date, bench_clock_name());
+    printf("%-7s %-16s %-13s %10s %16s %6s %8s  %s\n", "isa", "kernel", "size",
+           "ns/call", "throughput", "%peak", "vs scalar", "use");
+
+    for (int i = 0; i < 4; i++) {
+        const qkv_kernels *kt = qkv_kernels_for(order[i]);
+        if (!kt || (o.only_isa != QKV_ISA_AUTO && o.only_isa != order[i]))
+            continue;
+        const double peak = bench_fma_peak_gflops(order[i]);
+        kcase cases[16];
+        const int n = cases_for(kt, cases);
+        for (int c = 0; c < n; c++) {
+            if (o.kernel_filter && !strstr(kernel_names[cases[c].kernel], o.kernel_filter))
+                continue;
+            const double ns = time_case(kt, &cases[c], &b);
+            /* The scalar twin at the same size, for the speed-up. */
+            const double scalar_ns = kt == scalar ? ns : time_case(scalar, &cases[c], &b);
+            print_case(kt, &cases[c], ns, scalar_ns, peak);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,25 @@
+/*
+ * What one core of this machine can do, measured in the same run as the
+ * benchmarks so that "% of peak" compares like with like (same clock, same
+ * frequency licence, same virtual machine):
+ *   - the FMA peak of one ISA: a loop of independent FMA chains on that
+ *     ISA's registers (scalar floats, ymm, zmm, NEON q);
+ *   - the read bandwidth of one thread: a sum over a large array with
+ *     vector loads.
+ */
+#ifndef QKV_BENCH_PEAK_H
+#define QKV_BENCH_PEAK_H
+
+#include <stddef.h>
+
+#include "qkv.h"
+
+/* Single-thread FMA peak of isa in GFLOP/s (an FMA counts as 2 FLOPs),
+   or 0 if this build or CPU cannot run that ISA's loop. */
+double bench_fma_peak_gflops(qkv_isa isa);
+
+/* Single-thread read bandwidth in GB/s (1e9 bytes/s) over `bytes` bytes,
+   the best of a few passes. */
+double bench_read_bandwidth_gbs(size_t bytes);
+
+#endif /* QKV_BENCH_PEAK_H */
