@@ -1,0 +1,134 @@
+/*
+ * gemm_nt, AVX2 + FMA: C = A * B^T (+ bias), i.e.
+ *
+ *   C[i][j] = sum_{p<k} A[i][p] * B[j][p]  (+ bias[j])
+ *
+ * for i < m, j < n (see kernels.h). Each C[i][j] is accumulated in order
+ * p = 0..k-1 with fused multiply-adds, then the bias is added, as in the
+ * scalar twin.
+ *
+ * B is first packed into scratch, transposed, in panels of 16 rows:
+ * panel[p*16 + jj] = B[j0 + jj][p], zero-filled past row n (16 * k floats
+ * per panel, at most QKV_GEMM_SCRATCH_FLOATS(n, k) in all). Full panels
+ * are transposed 8 x 8 at a time with AVX shuffles. The micro-kernel then
+ * keeps a 6 x 16 block of C in 12 ymm registers: per p, two aligned
+ * loads of the panel, 6 broadcasts of A, 12 FMAs. A last block of fewer
+ * than 6 rows re-reads its last A row in the missing slots and stores
+ * only the real rows; a last panel of fewer than 16 columns stores with
+ * masks. Exactly A[i][0..k-1], B[j][0..k-1], bias[0..n-1] are read and
+ * C[i][0..n-1] written; A, B, bias and C may have any alignment (the
+ * scratch is QKV_SCRATCH_ALIGN-aligned).
+ *
+ * Scalar twin: qkv_gemm_nt_scalar in kernels/scalar/gemm_nt_scalar.c.
+ */
+#include <immintrin.h>
+
+#include "exp_avx2.h"
+#include "kernels_avx2.h"
+
+enum { MR = 6, NR = 16 };
+
+/* Rows 0..7 of an 8 x 8 block of B (row stride ldb), transposed: row q of
+   the result goes to dst + q * NR. */
+static void transpose_8x8(const float *b, int64_t ldb, float *dst)
+{
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(b + i * ldb);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[0..3] hold columns (0,4) (1,5) (2,6) (3,7) of rows 0-3 in their
+       two 128-bit lanes; u[4..7] the same for rows 4-7. */
+    for (int h = 0; h < 8; h += 4) {
+        u[h + 0] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0x44);
+        u[h + 1] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0xee);
+        u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+        u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xee);
+    }
+    for (int q = 0; q < 4; q++) {
+        _mm256_store_ps(dst + q * NR, _mm256_permute2f128_ps(u[q], u[q + 4], 0x20));
+        _mm256_store_ps(dst + (q + 4) * NR, _mm256_permute2f128_ps(u[q], u[q + 4], 0x31));
+    }
+}
+
+/* One panel: rows j0 .. j0+rows-1 of B (rows <= NR), transposed. */
+static void pack_panel(int64_t rows, int64_t k, const float *b, int64_t ldb,
+                       float *panel)
+{
+    int64_t p = 0;
+    if (rows == NR) {
+        for (; p + 8 <= k; p += 8) {
+            transpose_8x8(b + p, ldb, panel + p * NR);
+            transpose_8x8(b + 8 * ldb + p, ldb, panel + p * NR + 8);
+        }
+    }
+    for (; p < k; p++)
+        for (int64_t jj = 0; jj < NR; jj++)
+            panel[p * NR + jj] = jj < rows ? b[jj * ldb + p] : 0.0f;
+}
+
+/* Stores one row of a block: 16 sums (plus bias) into c[0..cols-1]. */
+static void store_row(__m256 lo, __m256 hi, const float *bias, int64_t cols,
+                      float *c)
+{
+    if (cols == NR) {
+        if (bias) {
+            lo = _mm256_add_ps(lo, _mm256_loadu_ps(bias));
+            hi = _mm256_add_ps(hi, _mm256_loadu_ps(bias + 8));
+        }
+        _mm256_storeu_ps(c, lo);
+        _mm256_storeu_ps(c + 8, hi);
+        return;
+    }
+    const __m256i mask_lo = qkv_tail_mask_avx2(cols < 8 ? cols : 8);
+    const __m256i mask_hi = qkv_tail_mask_avx2(cols > 8 ? cols - 8 : 0);
+    if (bias) {
+        lo = _mm256_add_ps(lo, _mm256_maskload_ps(bias, mask_lo));
+        hi = _mm256_add_ps(hi, _mm256_maskload_ps(bias + 8, mask_hi));
+    }
+    _mm256_maskstore_ps(c, mask_lo, lo);
+    _mm256_maskstore_ps(c + 8, mask_hi, hi);
+}
+
+/* C[0..rows-1][0..cols-1] = A[0..rows-1] * panel (+ bias). */
+static void gemm_block(int64_t rows, int64_t cols, int64_t k,
+                       const float *a, int64_t lda, const float *panel,
+                       const float *bias, float *c, int64_t ldc)
+{
+    const float *a_row[MR];
+    __m256 lo[MR], hi[MR];
+    for (int r = 0; r < MR; r++) {
+        a_row[r] = a + (r < rows ? r : rows - 1) * lda;
+        lo[r] = _mm256_setzero_ps();
+        hi[r] = _mm256_setzero_ps();
+    }
+    for (int64_t p = 0; p < k; p++) {
+        const __m256 b_lo = _mm256_load_ps(panel + p * NR);
+        const __m256 b_hi = _mm256_load_ps(panel + p * NR + 8);
+        for (int r = 0; r < MR; r++) {
+            const __m256 x = _mm256_broadcast_ss(a_row[r] + p);
+            lo[r] = _mm256_fmadd_ps(x, b_lo, lo[r]);
+            hi[r] = _mm256_fmadd_ps(x, b_hi, hi[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        store_row(lo[r], hi[r], bias, cols, c + r * ldc);
+}
+
+void qkv_gemm_nt_avx2(int64_t m, int64_t n, int64_t k,
+                      const float *a, int64_t lda,
+                      const float *b, int64_t ldb,
+                      const float *bias,
+                      float *c, int64_t ldc, float *scratch)
+{
+    for (int64_t j0 = 0; j0 < n; j0 += NR) {
+        const int64_t cols = n - j0 < NR ? n - j0 : NR;
+        float *panel = scratch + j0 * k;
+        pack_panel(cols, k, b + j0 * ldb, ldb, panel);
+        for (int64_t i0 = 0; i0 < m; i0 += MR)
+            gemm_block(m - i0 < MR ? m - i0 : MR, cols, k, a + i0 * lda, lda,
+                       panel, bias ? bias + j0 : NULL, c + i0 * ldc + j0, ldc);
+    }
+}

@@ -1,0 +1,24 @@
+/* The AVX2 + FMA + F16C kernels; each file's comment names its scalar twin
+   in kernels/scalar/. */
+#ifndef QKV_KERNELS_AVX2_H
+#define QKV_KERNELS_AVX2_H
+
+#include "kernels.h"
+
+void qkv_gemm_nt_avx2(int64_t m, int64_t n, int64_t k,
+                      const float *a, int64_t lda,
+                      const float *b, int64_t ldb,
+                      const float *bias,
+                      float *c, int64_t ldc, float *scratch);
+void qkv_softmax_tile_avx2(int64_t m, int64_t n, float *s, int64_t lds,
+                           float *row_max, float *row_sum, float *alpha);
+void qkv_pv_tile_avx2(int64_t m, int64_t n, int64_t dv,
+                      const float *p, int64_t ldp,
+                      const float *v, int64_t ldv,
+                      const float *alpha, float *acc, int64_t ldacc);
+void qkv_exp_shift_scale_avx2(int64_t n, const float *src, float shift,
+                              float mul, float *dst);
+void qkv_cvt_f16_f32_avx2(int64_t n, const uint16_t *src, float *dst);
+void qkv_cvt_bf16_f32_avx2(int64_t n, const uint16_t *src, float *dst);
+
+#endif /* QKV_KERNELS_AVX2_H */

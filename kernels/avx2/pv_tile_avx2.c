@@ -1,0 +1,95 @@
+/*
+ * pv_tile, AVX2 + FMA: acc = diag(alpha) * acc + P * V, i.e.
+ *
+ *   acc[i][c] = alpha[i] * acc[i][c] + sum_{j<n} p[i][j] * v[j][c]
+ *
+ * for i < m, c < dv (see kernels.h). Like the scalar twin, each
+ * accumulator is rescaled once and then the rows of V are added in order
+ * j = 0..n-1 (here with fused multiply-adds), whatever the values, so a
+ * zero weight still multiplies its V row.
+ *
+ * Blocking: 6 rows x 16 columns of acc live in 12 ymm registers while j
+ * runs over the whole tile; each step loads 16 floats of V row j,
+ * broadcasts 6 weights and issues 12 FMAs. A last block of fewer than 6
+ * rows re-reads its last row in the missing slots and stores only the real
+ * rows. When dv is not a multiple of 16, the last dv % 16 columns take a
+ * row-by-row path with masked loads and stores. Exactly p[i][0..n-1],
+ * v[j][0..dv-1], alpha[0..m-1] and acc[i][0..dv-1] are touched; any
+ * alignment.
+ *
+ * Scalar twin: qkv_pv_tile_scalar in kernels/scalar/pv_tile_scalar.c.
+ */
+#include <immintrin.h>
+
+#include "exp_avx2.h"
+#include "kernels_avx2.h"
+
+enum { PV_ROWS = 6, PV_COLS = 16 };
+
+/* acc[0..rows-1][0..15] of one block (rows <= PV_ROWS). */
+static void pv_block(int64_t rows, int64_t n, const float *p, int64_t ldp,
+                     const float *v, int64_t ldv, const float *alpha,
+                     float *acc, int64_t ldacc)
+{
+    const float *p_row[PV_ROWS];
+    float *acc_row[PV_ROWS];
+    __m256 lo[PV_ROWS], hi[PV_ROWS];
+    for (int r = 0; r < PV_ROWS; r++) {
+        const int64_t src = r < rows ? r : rows - 1;
+        p_row[r] = p + src * ldp;
+        acc_row[r] = acc + src * ldacc;
+        const __m256 scale = _mm256_broadcast_ss(alpha + src);
+        lo[r] = _mm256_mul_ps(scale, _mm256_loadu_ps(acc_row[r]));
+        hi[r] = _mm256_mul_ps(scale, _mm256_loadu_ps(acc_row[r] + 8));
+    }
+    for (int64_t j = 0; j < n; j++) {
+        const __m256 v_lo = _mm256_loadu_ps(v + j * ldv);
+        const __m256 v_hi = _mm256_loadu_ps(v + j * ldv + 8);
+        for (int r = 0; r < PV_ROWS; r++) {
+            const __m256 w = _mm256_broadcast_ss(p_row[r] + j);
+            lo[r] = _mm256_fmadd_ps(w, v_lo, lo[r]);
+            hi[r] = _mm256_fmadd_ps(w, v_hi, hi[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        _mm256_storeu_ps(acc_row[r], lo[r]);
+        _mm256_storeu_ps(acc_row[r] + 8, hi[r]);
+    }
+}
+
+/* The last cols < 16 columns of every row, 8 at a time with masks. */
+static void pv_column_tail(int64_t m, int64_t n, int64_t cols,
+                           const float *p, int64_t ldp,
+                           const float *v, int64_t ldv,
+                           const float *alpha, float *acc, int64_t ldacc)
+{
+    for (int64_t c = 0; c < cols; c += 8) {
+        const __m256i mask = qkv_tail_mask_avx2(cols - c < 8 ? cols - c : 8);
+        for (int64_t i = 0; i < m; i++) {
+            float *acc_row = acc + i * ldacc + c;
+            __m256 sum = _mm256_mul_ps(_mm256_broadcast_ss(alpha + i),
+                                       _mm256_maskload_ps(acc_row, mask));
+            for (int64_t j = 0; j < n; j++)
+                sum = _mm256_fmadd_ps(_mm256_broadcast_ss(p + i * ldp + j),
+                                      _mm256_maskload_ps(v + j * ldv + c, mask),
+                                      sum);
+            _mm256_maskstore_ps(acc_row, mask, sum);
+        }
+    }
+}
+
+void qkv_pv_tile_avx2(int64_t m, int64_t n, int64_t dv,
+                      const float *p, int64_t ldp,
+                      const float *v, int64_t ldv,
+                      const float *alpha, float *acc, int64_t ldacc)
+{
+    const int64_t full_cols = dv / PV_COLS * PV_COLS;
+    for (int64_t c = 0; c < full_cols; c += PV_COLS)
+        for (int64_t i = 0; i < m; i += PV_ROWS)
+            pv_block(m - i < PV_ROWS ? m - i : PV_ROWS, n,
+                     p + i * ldp, ldp, v + c, ldv, alpha + i,
+                     acc + i * ldacc + c, ldacc);
+    if (full_cols < dv)
+        pv_column_tail(m, n, dv - full_cols, p, ldp, v + full_cols, ldv,
+                       alpha, acc + full_cols, ldacc);
+}

@@ -1,0 +1,16 @@
+/* The AVX2 + FMA + F16C ops table. block_q is a multiple of the 6-row
+   micro-kernels of gemm_nt and pv_tile; both sizes measured (see the
+   commit that set them). */
+#include "kernels_avx2.h"
+
+const qkv_kernels qkv_kernels_avx2 = {
+    .isa = QKV_ISA_AVX2,
+    .block_q = 48,
+    .block_k = 128,
+    .gemm_nt = qkv_gemm_nt_avx2,
+    .softmax_tile = qkv_softmax_tile_avx2,
+    .pv_tile = qkv_pv_tile_avx2,
+    .exp_shift_scale = qkv_exp_shift_scale_avx2,
+    .cvt_f16_f32 = qkv_cvt_f16_f32_avx2,
+    .cvt_bf16_f32 = qkv_cvt_bf16_f32_avx2,
+};
