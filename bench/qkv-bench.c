@@ -68,7 +68,7 @@ static void usage(FILE *f)
         "  --kv-dtype T      f32, f16 or bf16 storage of K and V (default f32)\n"
         "  --threads N       num_threads of every call (default 1)\n"
         "  --reps N          at most N timed repetitions (default 10)\n"
-        "  --budget S        seconds of repetitions per measurement (default 1)\n"
+        "  --budget S        seconds of repetitions per measurement (default 0.5)\n"
         "  --clock C         wall, or cpu: CPU time of the calling thread, which\n"
         "                    leaves out time descheduled on a busy machine\n"
         "                    (default: cpu with one thread, else wall)\n"
@@ -151,7 +151,7 @@ static void parse_options(int argc, char **argv, options *o)
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    *o = (options){.threads = 1, .max_reps = 10, .budget_ns = 1e9, .blas = 1, .clock = -1,
+    *o = (options){.threads = 1, .max_reps = 10, .budget_ns = 0.5e9, .blas = 1, .clock = -1,
                    .custom = {.batch = 1, .heads = 8, .lq = 2048, .dim = 64}};
     shape *s = &o->custom;
     int opt;
