@@ -268,23 +268,26 @@ Test(props, sdpa_threads_bitwise_equal)
          .causal = QKV_CAUSAL_TOP_LEFT},
     };
     for (int i = 0; i < 2; i++) {
-        sdpa_case c[3];
-        for (int t = 0; t < 3; t++) {
+        /* 1, 2 and 3 threads, then the OpenMP default and more threads
+           than there are tasks */
+        static const int threads[] = {1, 2, 3, 0, 64};
+        sdpa_case c[5];
+        for (int t = 0; t < 5; t++) {
             sdpa_spec s = specs[i];
-            s.num_threads = t + 1;
+            s.num_threads = threads[t];
             make_and_run(&c[t], &s, 50 + (uint64_t)i);
         }
         const sdpa_spec *s = &c[0].spec;
         const int64_t rows = s->B * s->H * s->Lq;
-        for (int t = 1; t < 3; t++) {
+        for (int t = 1; t < 5; t++) {
             cr_assert(memcmp(c[0].out.mem, c[t].out.mem, (size_t)c[0].out.elems * 4) == 0,
-                      "spec %d: out differs between 1 and %d threads", i, t + 1);
+                      "spec %d: out differs between 1 and %d threads", i, threads[t]);
             cr_assert(memcmp(c[0].weights, c[t].weights, (size_t)(rows * s->Lk) * 4) == 0,
-                      "spec %d: weights differ between 1 and %d threads", i, t + 1);
+                      "spec %d: weights differ between 1 and %d threads", i, threads[t]);
             cr_assert(memcmp(c[0].lse, c[t].lse, (size_t)rows * 4) == 0,
-                      "spec %d: lse differs between 1 and %d threads", i, t + 1);
+                      "spec %d: lse differs between 1 and %d threads", i, threads[t]);
         }
-        for (int t = 0; t < 3; t++)
+        for (int t = 0; t < 5; t++)
             sdpa_case_free(&c[t]);
     }
 }

@@ -279,6 +279,12 @@ Test(random, mha_vs_reference)
         char where[256];
         cr_assert_eq(mha_case_make(&c, &s->cfg, s->batch, s->lq, s->lk, s->self_attn,
                                    s->kv_len, s->causal, 1300 + (uint64_t)i), 0);
+        /* the optional outputs: both, only weights, only weights_avg */
+        if (i % 3 == 1)
+            c.params.weights_avg = NULL;
+        else if (i % 3 == 2)
+            c.params.weights = NULL;
+        c.params.num_threads = i % 4;
         const qkv_status st = mha_case_run(&c);
         cr_assert_eq(st, QKV_OK, "mha shape %d: status %s", i, qkv_status_str(st));
         const double ratio = mha_case_check(&c, where, sizeof where);
@@ -287,4 +293,27 @@ Test(random, mha_vs_reference)
         mha_case_free(&c);
     }
     report("mha_vs_reference", n, worst);
+}
+
+/* A mask row broadcast over the queries too (stride 0 on the seq
+   dimension): the contract allows a zero stride on any mask dimension. */
+Test(random, mask_row_broadcast)
+{
+    double worst = 0.0;
+    for (int i = 0; i < 3; i++) {
+        sdpa_spec s = {.B = 2, .H = 3, .Lq = 6 + 20 * i, .Lk = 30 + 50 * i, .D = 16,
+                       .mask = MASK_SHARED, .mask_block_prob = 0.3,
+                       .causal = (qkv_causal)i};
+        sdpa_case c;
+        char where[256];
+        cr_assert_eq(sdpa_case_make(&c, &s, 1400 + (uint64_t)i), 0);
+        c.mask.stride[2] = 0;   /* every query row reads mask row 0 */
+        const qkv_status st = sdpa_case_run(&c);
+        cr_assert_eq(st, QKV_OK, "status %s", qkv_status_str(st));
+        const double ratio = sdpa_case_check(&c, where, sizeof where);
+        cr_assert(ratio <= 1.0, "row-broadcast mask %d: ratio %.3g at %s", i, ratio, where);
+        worst = max2(worst, ratio);
+        sdpa_case_free(&c);
+    }
+    report("mask_row_broadcast", 3, worst);
 }
