@@ -1,0 +1,41 @@
+/*
+ * exp_shift_scale, NEON: dst[j] = exp(src[j] - shift) * mul for j < n,
+ * with the vector exp of exp_neon.h (max relative error 1.2e-7;
+ * exp(-inf) = +0, NaN stays NaN). src may equal dst: each element is read
+ * before it is written. Scalar twin: qkv_exp_shift_scale_scalar
+ * (kernels/scalar/exp_shift_scale_scalar.c).
+ *
+ * Four elements per step; the last n % 4 go through a 4-float stack copy
+ * (padded with -inf, whose results are dropped), so the tail uses the same
+ * exp as the body without reading past src[n-1] or writing past dst[n-1].
+ * Any alignment.
+ */
+#include <arm_neon.h>
+#include <math.h>
+#include <string.h>
+
+#include "exp_neon.h"
+#include "kernels_neon.h"
+
+static inline float32x4_t exp_shift_scale4(float32x4_t x, float32x4_t shift,
+                                           float32x4_t mul)
+{
+    return vmulq_f32(qkv_exp_f32x4_neon(vsubq_f32(x, shift)), mul);
+}
+
+void qkv_exp_shift_scale_neon(int64_t n, const float *src, float shift,
+                              float mul, float *dst)
+{
+    const float32x4_t vshift = vdupq_n_f32(shift);
+    const float32x4_t vmul = vdupq_n_f32(mul);
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        vst1q_f32(dst + j, exp_shift_scale4(vld1q_f32(src + j), vshift, vmul));
+    const int64_t rest = n - j;
+    if (rest > 0) {
+        float tail[4] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+        memcpy(tail, src + j, (size_t)rest * sizeof(float));
+        vst1q_f32(tail, exp_shift_scale4(vld1q_f32(tail), vshift, vmul));
+        memcpy(dst + j, tail, (size_t)rest * sizeof(float));
+    }
+}

@@ -1,0 +1,40 @@
+/* The NEON kernels (AArch64 AdvSIMD, baseline: no extra compiler flags).
+   Each is the twin of the scalar kernel of the same op in kernels/scalar/. */
+#ifndef QKV_KERNELS_NEON_H
+#define QKV_KERNELS_NEON_H
+
+#include <arm_neon.h>
+
+#include "kernels.h"
+
+void qkv_gemm_nt_neon(int64_t m, int64_t n, int64_t k,
+                      const float *a, int64_t lda,
+                      const float *b, int64_t ldb,
+                      const float *bias,
+                      float *c, int64_t ldc, float *scratch);
+void qkv_softmax_tile_neon(int64_t m, int64_t n, float *s, int64_t lds,
+                           float *row_max, float *row_sum, float *alpha);
+void qkv_pv_tile_neon(int64_t m, int64_t n, int64_t dv,
+                      const float *p, int64_t ldp,
+                      const float *v, int64_t ldv,
+                      const float *alpha, float *acc, int64_t ldacc);
+void qkv_exp_shift_scale_neon(int64_t n, const float *src, float shift,
+                              float mul, float *dst);
+void qkv_cvt_f16_f32_neon(int64_t n, const uint16_t *src, float *dst);
+void qkv_cvt_bf16_f32_neon(int64_t n, const uint16_t *src, float *dst);
+
+/* sum + x * w[lane], one FMLA (by element). Its lane index must be a
+   compile-time constant, which it is once the callers' small loops over
+   lanes are unrolled; callers are always inlined for that reason. */
+static inline __attribute__((always_inline)) float32x4_t
+qkv_fma_lane_neon(float32x4_t sum, float32x4_t x, float32x4_t w, int lane)
+{
+    switch (lane) {
+    case 0:  return vfmaq_laneq_f32(sum, x, w, 0);
+    case 1:  return vfmaq_laneq_f32(sum, x, w, 1);
+    case 2:  return vfmaq_laneq_f32(sum, x, w, 2);
+    default: return vfmaq_laneq_f32(sum, x, w, 3);
+    }
+}
+
+#endif /* QKV_KERNELS_NEON_H */
