@@ -59,19 +59,23 @@ qkv_status qkv_sdpa_with(const qkv_kernels *kt,
 
 /* ---- gemm.c ---------------------------------------------------------- */
 
+/* Floats of scratch (QKV_SCRATCH_ALIGN-aligned) that qkv_gemm_nt_blocked_in
+   needs for C [m, n] = A [m, k] * B^T with `num_threads`; -1 on overflow,
+   0 when there is nothing to compute. */
+int64_t qkv_gemm_nt_scratch_floats(int64_t m, int64_t n, int64_t k, int num_threads);
+
 /* C = A * B^T (+ bias) for A [m, k], B [n, k] (nn.Linear layout),
    C [m, n], through kt->gemm_nt on cache-sized blocks, in parallel over
-   blocks of C with `num_threads` threads (see qkv_thread_count). The
-   blocking does not depend on the thread count, so neither does C.
-   QKV_E_NOMEM (C untouched) if scratch cannot be allocated. */
-qkv_status qkv_gemm_nt_blocked(const qkv_kernels *kt,
-                               int64_t m, int64_t n, int64_t k,
-                               const float *a, int64_t lda,
-                               const float *b, int64_t ldb,
-                               const float *bias,
-                               float *c, int64_t ldc, int num_threads);
-
-
+   blocks of C with `num_threads` threads (see qkv_thread_count), in the
+   caller's scratch (qkv_gemm_nt_scratch_floats floats). Cannot fail. The
+   blocking does not depend on the thread count, so neither does C. */
+void qkv_gemm_nt_blocked_in(const qkv_kernels *kt,
+                            int64_t m, int64_t n, int64_t k,
+                            const float *a, int64_t lda,
+                            const float *b, int64_t ldb,
+                            const float *bias,
+                            float *c, int64_t ldc, int num_threads,
+                            float *scratch);
 
 /* ---- cpu_x86.c, cpu_arm.c ------------------------------------------- */
 
