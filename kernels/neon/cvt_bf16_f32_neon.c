@@ -19,8 +19,10 @@ void qkv_cvt_bf16_f32_neon(int64_t n, const uint16_t *src, float *dst)
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
         const uint16x8_t h = vld1q_u16(src + j);
-        vst1q_f32(dst + j, vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)));
-        vst1q_f32(dst + j + 4, vreinterpretq_f32_u32(vshll_high_n_u16(h, 16)));
+        const uint32x4_t lo = vshll_n_u16(vget_low_u16(h), 16);
+        const uint32x4_t hi = vshll_high_n_u16(h, 16);
+        vst1q_f32(dst + j, vreinterpretq_f32_u32(lo));
+        vst1q_f32(dst + j + 4, vreinterpretq_f32_u32(hi));
     }
     for (; j < n; j++)
         dst[j] = qkv_bf16_to_f32_scalar(src[j]);

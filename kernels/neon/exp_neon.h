@@ -8,20 +8,23 @@
  * precision), |r| <= ln2/2. exp(r) = 1 + r + r^2 * q(r), q a degree-4
  * polynomial fitted (weighted least squares, coefficients rounded to float)
  * to (exp(r) - 1 - r) / r^2; the polynomial alone is within 4e-9 of exp.
- * The scale 2^n is applied as two factors 2^floor(n/2) and 2^(n - floor(n/2)),
- * both normal floats, so the one rounding of the last product gives correct
- * subnormal results and overflow to +inf.
+ * The scale 2^n is applied as two factors 2^floor(n/2) and
+ * 2^(n - floor(n/2)), both normal floats, so the top of the range (n = 128)
+ * is reached without overflowing the scale itself, and x > 88.72 overflows
+ * to +inf in the last product.
+ *
+ * No denormal result, as in the AVX2 and AVX-512 exps: a result below
+ * FLT_MIN (x below about -87.34) is flushed to +0, an absolute error under
+ * 1.2e-38. So exp(-inf) = +0, and any x below the underflow threshold.
  *
  * Measured against exp in double (qemu-aarch64): every 61st float bit
  * pattern of both signs (70 million values) plus every float in
  * [-104.5, -64), [64, 89) and 0.3 <= |x| < 0.35: max relative error
- * 1.19e-7 (1.0 ulp at 2^-23) for normal results; subnormal results within
- * 0.8 of a subnormal ulp.
+ * 1.19e-7 (1.0 ulp at 2^-23) for results >= FLT_MIN.
  *
- * Edges: x is clamped to [-104, 89] first; exp(-104) < 2^-150 rounds to +0,
- * so everything below the underflow threshold (-103.97) is +0 and
- * exp(-inf) = +0; exp(89) overflows, so x > 88.72 and +inf give +inf.
- * FMIN/FMAX propagate NaN, so NaN in gives NaN out.
+ * Edges: x is clamped to [-104, 89] first (so n fits the exponent field);
+ * FMIN/FMAX propagate NaN, and NaN fails the FLT_MIN compare, so NaN in
+ * gives NaN out; +inf gives +inf.
  */
 #ifndef QKV_EXP_NEON_H
 #define QKV_EXP_NEON_H
@@ -67,7 +70,9 @@ static inline float32x4_t qkv_exp_f32x4_neon(float32x4_t x)
         vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23));
     const float32x4_t scale2 =
         vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23));
-    return vmulq_f32(vmulq_f32(p, scale1), scale2);
+    const float32x4_t y = vmulq_f32(vmulq_f32(p, scale1), scale2);
+    const uint32x4_t tiny = vcltq_f32(y, vdupq_n_f32(0x1p-126f));
+    return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), tiny));
 }
 
 #endif /* QKV_EXP_NEON_H */

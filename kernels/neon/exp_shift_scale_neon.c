@@ -1,8 +1,8 @@
 /*
  * exp_shift_scale, NEON: dst[j] = exp(src[j] - shift) * mul for j < n,
- * with the vector exp of exp_neon.h (max relative error 1.2e-7;
- * exp(-inf) = +0, NaN stays NaN). src may equal dst: each element is read
- * before it is written. Scalar twin: qkv_exp_shift_scale_scalar
+ * with the vector exp of exp_neon.h (max relative error 1.2e-7, no
+ * denormal results, exp(-inf) = +0, NaN stays NaN). src may equal dst: each
+ * element is read before it is written. Scalar twin: qkv_exp_shift_scale_scalar
  * (kernels/scalar/exp_shift_scale_scalar.c).
  *
  * Four elements per step; the last n % 4 go through a 4-float stack copy

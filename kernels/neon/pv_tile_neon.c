@@ -38,7 +38,8 @@ pv_block(int rows, int vecs, int64_t n,
     float32x4_t sum[PV_MAX_ROWS][PV_MAX_VECS];
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < vecs; c++)
-            sum[r][c] = vmulq_n_f32(vld1q_f32(acc + r * ldacc + 4 * c), alpha[r]);
+            sum[r][c] = vmulq_n_f32(vld1q_f32(acc + r * ldacc + 4 * c),
+                                    alpha[r]);
 
     int64_t j = 0;
     for (; j + 4 <= n; j += 4) {
@@ -70,7 +71,8 @@ pv_block(int rows, int vecs, int64_t n,
 
 /* The last dv % 4 columns (cols in 1..3) of one row, in scalar code. */
 static void pv_row_tail(int64_t cols, int64_t n, const float *p_row,
-                        const float *v, int64_t ldv, float alpha, float *acc_row)
+                        const float *v, int64_t ldv, float alpha,
+                        float *acc_row)
 {
     for (int64_t c = 0; c < cols; c++) {
         float sum = acc_row[c] * alpha;

@@ -10,9 +10,9 @@
  * The max uses compare-and-select (x > max ? x : max) rather than FMAX, so
  * a NaN logit is skipped exactly as in the twin; it then turns into NaN
  * through exp and reaches only this row's sum. exp(s - M') is the vector
- * exp of exp_neon.h (max relative error 1.2e-7); alpha, one per row, uses
- * expf like the twin. The sum is accumulated in four lanes, so it differs
- * from the twin's left-to-right sum by float rounding only.
+ * exp of exp_neon.h (max relative error 1.2e-7, no denormals); alpha, one
+ * per row, uses expf like the twin. The sum is accumulated in four lanes,
+ * so it differs from the twin's left-to-right sum by float rounding only.
  *
  * Tails: the last n % 4 logits of a row go through a 4-float stack copy
  * padded with -inf (neutral for the max, exp gives 0 for the sum), so
@@ -63,14 +63,16 @@ static float exp_row_and_sum(int64_t n, float *s, float max)
     float32x4_t vsum = vdupq_n_f32(0.0f);
     int64_t j = 0;
     for (; j + 4 <= n; j += 4) {
-        const float32x4_t e = qkv_exp_f32x4_neon(vsubq_f32(vld1q_f32(s + j), vmax));
+        const float32x4_t x = vsubq_f32(vld1q_f32(s + j), vmax);
+        const float32x4_t e = qkv_exp_f32x4_neon(x);
         vst1q_f32(s + j, e);
         vsum = vaddq_f32(vsum, e);
     }
     const int64_t rest = n - j;
     if (rest > 0) {
         float tail[4];
-        const float32x4_t e = qkv_exp_f32x4_neon(vsubq_f32(load_tail(s + j, rest), vmax));
+        const float32x4_t x = vsubq_f32(load_tail(s + j, rest), vmax);
+        const float32x4_t e = qkv_exp_f32x4_neon(x);
         vst1q_f32(tail, e);
         memcpy(s + j, tail, (size_t)rest * sizeof(float));
         vsum = vaddq_f32(vsum, e);   /* the -inf padding adds exact zeros */
