@@ -28,6 +28,10 @@
 
 enum { MR = 6, NR = 16 };
 
+/* Loops over the rows of a block are unrolled by pragma: GCC 12 keeps an
+   array of accumulators in registers only when every index is a constant
+   early on, and otherwise spills it to the stack on every step. */
+
 /* Rows 0..7 of an 8 x 8 block of B (row stride ldb), transposed: row q of
    the result goes to dst + q * NR. */
 static void transpose_8x8(const float *b, int64_t ldb, float *dst)
@@ -99,22 +103,29 @@ static void gemm_block(int64_t rows, int64_t cols, int64_t k,
 {
     const float *a_row[MR];
     __m256 lo[MR], hi[MR];
+    #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
         a_row[r] = a + (r < rows ? r : rows - 1) * lda;
         lo[r] = _mm256_setzero_ps();
         hi[r] = _mm256_setzero_ps();
     }
+    /* Unrolled so that loop overhead takes fewer issue slots from the
+       FMA ports. */
+    #pragma GCC unroll 4
     for (int64_t p = 0; p < k; p++) {
         const __m256 b_lo = _mm256_load_ps(panel + p * NR);
         const __m256 b_hi = _mm256_load_ps(panel + p * NR + 8);
+        #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
             const __m256 x = _mm256_broadcast_ss(a_row[r] + p);
             lo[r] = _mm256_fmadd_ps(x, b_lo, lo[r]);
             hi[r] = _mm256_fmadd_ps(x, b_hi, hi[r]);
         }
     }
-    for (int r = 0; r < rows; r++)
-        store_row(lo[r], hi[r], bias, cols, c + r * ldc);
+    #pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+        if (r < rows)
+            store_row(lo[r], hi[r], bias, cols, c + r * ldc);
 }
 
 void qkv_gemm_nt_avx2(int64_t m, int64_t n, int64_t k,

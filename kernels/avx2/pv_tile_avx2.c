@@ -26,6 +26,10 @@
 
 enum { PV_ROWS = 6, PV_COLS = 16 };
 
+/* Loops over the rows of a block are unrolled by pragma: GCC 12 keeps an
+   array of accumulators in registers only when every index is a constant
+   early on, and otherwise spills it to the stack on every step. */
+
 /* acc[0..rows-1][0..15] of one block (rows <= PV_ROWS). */
 static void pv_block(int64_t rows, int64_t n, const float *p, int64_t ldp,
                      const float *v, int64_t ldv, const float *alpha,
@@ -34,6 +38,7 @@ static void pv_block(int64_t rows, int64_t n, const float *p, int64_t ldp,
     const float *p_row[PV_ROWS];
     float *acc_row[PV_ROWS];
     __m256 lo[PV_ROWS], hi[PV_ROWS];
+    #pragma GCC unroll 6
     for (int r = 0; r < PV_ROWS; r++) {
         const int64_t src = r < rows ? r : rows - 1;
         p_row[r] = p + src * ldp;
@@ -42,18 +47,25 @@ static void pv_block(int64_t rows, int64_t n, const float *p, int64_t ldp,
         lo[r] = _mm256_mul_ps(scale, _mm256_loadu_ps(acc_row[r]));
         hi[r] = _mm256_mul_ps(scale, _mm256_loadu_ps(acc_row[r] + 8));
     }
+    /* Unrolled so that loop overhead takes fewer issue slots from the
+       FMA ports. */
+    #pragma GCC unroll 4
     for (int64_t j = 0; j < n; j++) {
         const __m256 v_lo = _mm256_loadu_ps(v + j * ldv);
         const __m256 v_hi = _mm256_loadu_ps(v + j * ldv + 8);
+        #pragma GCC unroll 6
         for (int r = 0; r < PV_ROWS; r++) {
             const __m256 w = _mm256_broadcast_ss(p_row[r] + j);
             lo[r] = _mm256_fmadd_ps(w, v_lo, lo[r]);
             hi[r] = _mm256_fmadd_ps(w, v_hi, hi[r]);
         }
     }
-    for (int r = 0; r < rows; r++) {
-        _mm256_storeu_ps(acc_row[r], lo[r]);
-        _mm256_storeu_ps(acc_row[r] + 8, hi[r]);
+    #pragma GCC unroll 6
+    for (int r = 0; r < PV_ROWS; r++) {
+        if (r < rows) {
+            _mm256_storeu_ps(acc_row[r], lo[r]);
+            _mm256_storeu_ps(acc_row[r] + 8, hi[r]);
+        }
     }
 }
 
@@ -84,8 +96,8 @@ void qkv_pv_tile_avx2(int64_t m, int64_t n, int64_t dv,
                       const float *alpha, float *acc, int64_t ldacc)
 {
     const int64_t full_cols = dv / PV_COLS * PV_COLS;
-    for (int64_t c = 0; c < full_cols; c += PV_COLS)
-        for (int64_t i = 0; i < m; i += PV_ROWS)
+    for (int64_t i = 0; i < m; i += PV_ROWS)
+        for (int64_t c = 0; c < full_cols; c += PV_COLS)
             pv_block(m - i < PV_ROWS ? m - i : PV_ROWS, n,
                      p + i * ldp, ldp, v + c, ldv, alpha + i,
                      acc + i * ldacc + c, ldacc);

@@ -7,11 +7,13 @@
  *   M' == -inf:  s[i][.] = 0, alpha[i] = 1, row_max / row_sum unchanged
  *   otherwise:   s[i][j] = exp(s[i][j] - M'), with the vector exp of
  *                exp_avx2.h (exp(-inf) = 0, NaN stays NaN, no denormals)
- *                alpha[i] = expf(M - M'), row_sum[i] = row_sum[i] * alpha[i]
+ *                alpha[i] = exp(M - M') (the same vector exp, 8 rows at a
+ *                time; exactly 1 when M == M'), row_sum[i] = row_sum[i] * alpha[i]
  *                + sum_j s[i][j] (eight partial sums; float rounding
  *                differs from the scalar order only)
  *
- * Two passes per row (max, then exp + sum), 8 logits per step; the last
+ * Two passes over the tile (the maxima of all rows, then exp + sum row by
+ * row), 8 logits per step; the last
  * n % 8 go through masked loads and stores, so exactly s[i][0..n-1] is read
  * and written. Any alignment; rows are independent, so a NaN reaches only
  * its own row_sum.
@@ -79,25 +81,40 @@ static void zero_row(int64_t n, float *s)
         _mm256_maskstore_ps(s + j, qkv_tail_mask_avx2(n - j), _mm256_setzero_ps());
 }
 
-static void softmax_row(int64_t n, float *s, float *row_max, float *row_sum,
-                        float *alpha)
+/* Phase 2, for 8 rows (the first count of them) at a time: new_max sits
+   in alpha[] on entry. row_max = new_max, and alpha = exp(old - new_max),
+   or 1 where the row is still fully blocked (new_max == -inf, hence old
+   == -inf too, and row_max stays -inf). exp(0) is exactly 1. */
+static void update_maxima(int64_t count, float *row_max, float *alpha)
 {
-    const float new_max = row_max_of(n, s, *row_max);
-    if (new_max == -INFINITY) {
-        /* Every logit so far is blocked: nothing to accumulate. */
-        zero_row(n, s);
-        *alpha = 1.0f;
-        return;
-    }
-    const float sum = exp_row_and_sum(n, s, new_max);
-    *alpha = expf(*row_max - new_max);
-    *row_sum = *row_sum * *alpha + sum;
-    *row_max = new_max;
+    const __m256i mask = qkv_tail_mask_avx2(count);
+    const __m256 old_max = _mm256_maskload_ps(row_max, mask);
+    const __m256 new_max = _mm256_maskload_ps(alpha, mask);
+    const __m256 blocked = _mm256_cmp_ps(new_max, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    const __m256 scale = qkv_exp_nonpositive_avx2(_mm256_sub_ps(old_max, new_max));
+    _mm256_maskstore_ps(alpha, mask, _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), blocked));
+    _mm256_maskstore_ps(row_max, mask, new_max);
 }
 
 void qkv_softmax_tile_avx2(int64_t m, int64_t n, float *s, int64_t lds,
                            float *row_max, float *row_sum, float *alpha)
 {
+    /* Phase 1: every row's new maximum, parked in alpha[]. */
     for (int64_t i = 0; i < m; i++)
-        softmax_row(n, s + i * lds, &row_max[i], &row_sum[i], &alpha[i]);
+        alpha[i] = row_max_of(n, s + i * lds, row_max[i]);
+    /* Phase 2: row_max and alpha, 8 rows per vector exp. */
+    for (int64_t i = 0; i < m; i += 8)
+        update_maxima(m - i < 8 ? m - i : 8, row_max + i, alpha + i);
+    /* Phase 3: the exp pass of each row. Nothing in it waits on a
+       reduction of the same row, so successive rows overlap in the
+       pipeline. */
+    for (int64_t i = 0; i < m; i++) {
+        float *s_row = s + i * lds;
+        if (row_max[i] == -INFINITY) {
+            /* Every logit so far is blocked: nothing to accumulate. */
+            zero_row(n, s_row);
+            continue;
+        }
+        row_sum[i] = row_sum[i] * alpha[i] + exp_row_and_sum(n, s_row, row_max[i]);
+    }
 }

@@ -5,7 +5,7 @@
 
 const qkv_kernels qkv_kernels_avx2 = {
     .isa = QKV_ISA_AVX2,
-    .block_q = 48,
+    .block_q = 96,
     .block_k = 128,
     .gemm_nt = qkv_gemm_nt_avx2,
     .softmax_tile = qkv_softmax_tile_avx2,
