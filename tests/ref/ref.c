@@ -106,12 +106,16 @@ static double tensor_at(const qkv_tensor *t, int64_t i0, int64_t i1,
 /* ------------------------------------------------------------------ */
 
 /* In place: logit[j] (blocked[j] set for blocked keys) becomes the
-   softmax probability, exactly 0 where blocked. Returns the log-sum-exp
-   of the unblocked logits, -INFINITY if every key is blocked (the row is
-   then all 0). */
-static double softmax_row(double *logit, const unsigned char *blocked, int64_t n)
+   softmax probability, exactly 0 where blocked. sink is an extra logit
+   that joins the maximum and the denominator but has no weight of its
+   own (-INFINITY: none). Returns the log-sum-exp of the unblocked logits
+   and the sink, -INFINITY if every key is blocked and there is no sink
+   (the row is then all 0; with a finite sink it is all 0 too and the
+   log-sum-exp is the sink). */
+static double softmax_row(double *logit, const unsigned char *blocked, int64_t n,
+                          double sink)
 {
-    double m = -INFINITY;
+    double m = sink;
     for (int64_t j = 0; j < n; j++)
         if (!blocked[j] && logit[j] > m)
             m = logit[j];
@@ -120,7 +124,7 @@ static double softmax_row(double *logit, const unsigned char *blocked, int64_t n
             logit[j] = 0.0;
         return -INFINITY;
     }
-    double sum = 0.0;
+    double sum = sink == -INFINITY ? 0.0 : exp(sink - m);
     for (int64_t j = 0; j < n; j++) {
         logit[j] = blocked[j] ? 0.0 : exp(logit[j] - m);
         sum += logit[j];
@@ -138,6 +142,22 @@ static int causal_blocks(qkv_causal c, int64_t i, int64_t j, int64_t lq, int64_t
     case QKV_CAUSAL_TOP_LEFT:     return j > i;
     default:                      return 0;
     }
+}
+
+/* 1 if the sliding window of p blocks key j for query i: visible are
+   i + Lk - Lq - left <= j <= i + Lk - Lq + right, a negative side
+   unlimited. */
+static int window_blocks(const qkv_sdpa_params *p, int64_t i, int64_t j, int64_t lq,
+                         int64_t lk)
+{
+    if (!p->window)
+        return 0;
+    const int64_t diag = i + lk - lq;
+    if (p->window_left >= 0 && j < diag - p->window_left)
+        return 1;
+    if (p->window_right >= 0 && j > diag + p->window_right)
+        return 1;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -160,6 +180,7 @@ int ref_sdpa(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
        the golden files use it. */
     const double scale = p->scale != 0.0f ? (double)p->scale
                                           : (double)(float)(1.0 / sqrt((double)D));
+    const double cap = (double)p->softcap;
 
     double *row = malloc((size_t)Lk * sizeof *row);
     unsigned char *blocked = malloc((size_t)Lk);
@@ -173,6 +194,7 @@ int ref_sdpa(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
             const int64_t g = h / group;
             const int64_t mb = p->mask && p->mask->shape[0] > 1 ? b : 0;
             const int64_t mh = p->mask && p->mask->shape[1] > 1 ? h : 0;
+            const double sink = p->sinks ? (double)p->sinks[h] : -INFINITY;
             for (int64_t i = 0; i < Lq; i++) {
                 const int64_t r = (b * H + h) * Lq + i;
                 for (int64_t j = 0; j < Lk; j++) {
@@ -180,13 +202,19 @@ int ref_sdpa(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
                     for (int64_t d = 0; d < D; d++)
                         dot += tensor_at(q, b, h, i, d) * tensor_at(k, b, g, j, d);
                     row[j] = scale * dot;
+                    if (p->softcap > 0.0f)
+                        row[j] = cap * tanh(row[j] / cap);
                     if (p->mask)
                         row[j] += tensor_at(p->mask, mb, mh, i, j);
+                    if (p->alibi_slopes)
+                        row[j] -= (double)p->alibi_slopes[h] *
+                                  fabs((double)(i + Lk - Lq - j));
                     blocked[j] = causal_blocks(p->causal, i, j, Lq, Lk) ||
+                                 window_blocks(p, i, j, Lq, Lk) ||
                                  (p->kv_len && j >= p->kv_len[b]) ||
                                  row[j] == -INFINITY;
                 }
-                const double l = softmax_row(row, blocked, Lk);
+                const double l = softmax_row(row, blocked, Lk, sink);
                 if (lse)
                     lse[r] = l;
                 if (weights)
@@ -204,6 +232,28 @@ int ref_sdpa(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
     free(row);
     free(blocked);
     return 0;
+}
+
+void ref_alibi_slopes(int64_t n, double *slopes)
+{
+    /* The geometric sequence of the largest power of two m <= n starts at
+       and steps by 2^(-8/m); the remaining heads take the 1st, 3rd, 5th,
+       ... terms of the sequence of 2m, whose ratio is 2^(-8/(2m)). */
+    int64_t m = 1;
+    while (2 * m <= n)
+        m *= 2;
+    const double ratio_m = pow(2.0, -8.0 / (double)m);
+    const double ratio_2m = pow(2.0, -8.0 / (double)(2 * m));
+    double term = 1.0;
+    for (int64_t h = 0; h < m && h < n; h++) {
+        term *= ratio_m;
+        slopes[h] = term;
+    }
+    term = ratio_2m;   /* the 1st term of the 2m sequence */
+    for (int64_t h = m; h < n; h++) {
+        slopes[h] = term;
+        term *= ratio_2m * ratio_2m;   /* skip one term */
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -270,7 +320,7 @@ static void mha_head(const mha_dims *d, const double *Q, const double *K,
             row[j] = scale * dot;
             blocked[j] = causal_blocks(causal, i, j, lq, lk) || j >= kv_len;
         }
-        softmax_row(row, blocked, lk);
+        softmax_row(row, blocked, lk, -INFINITY);
         if (w_head)
             memcpy(w_head + i * lk, row, (size_t)lk * sizeof *row);
         for (int64_t t = 0; t < d->hd; t++) {

@@ -16,10 +16,28 @@
    params; writes double results: out [B,H,Lq,Dv], weights [B,H,Lq,Lk] and
    lse [B,H,Lq] (each may be NULL), contiguous. Returns 0, or -1 if the
    arguments are not a valid call (the reference does not validate
-   thoroughly: give it only valid calls). */
+   thoroughly: give it only valid calls).
+
+   The structured masks and logit transforms of qkv_sdpa_params are
+   applied in this order, per logit:
+     s = scale * q.k;  s = softcap * tanh(s / softcap)   (softcap > 0)
+     s += mask;        s -= slope[h] * |i + Lk - Lq - j|  (alibi_slopes)
+   Key j is blocked by the causal rule, kv_len, a -INFINITY logit, and
+   (window != 0) outside i + Lk - Lq - window_left <= j <= i + Lk - Lq +
+   window_right (a negative side unlimited). A sink (sinks[h], -INFINITY
+   for none) joins the row maximum and the denominator with no value:
+   weights then sum to 1 - exp(sink - lse), and lse includes it. A fully
+   blocked row gives out 0, weights 0, and lse = the sink (-INFINITY
+   without one). */
 int ref_sdpa(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
              const qkv_sdpa_params *p,
              double *out, double *weights, double *lse);
+
+/* The standard ALiBi slopes for n heads (Press et al.), from the
+   geometric-sequence definition: n a power of two: 2^(-8/n), 2^(-16/n),
+   ..., 2^(-8); otherwise those of the largest power of two m < n,
+   followed by the 1st, 3rd, 5th, ... slopes of 2m. */
+void ref_alibi_slopes(int64_t n, double *slopes);
 
 /* Reference multi-head layer; weights in nn.Linear layout as in qkv.h.
    y [batch, lq, d_model], weights [batch, H, lq, lk], weights_avg
