@@ -10,7 +10,7 @@
  * B is first packed into scratch, transposed, in panels of 16 rows:
  * panel[p*16 + jj] = B[j0 + jj][p], zero-filled past row n (16 * k floats
  * per panel, at most QKV_GEMM_SCRATCH_FLOATS(n, k) in all). Full panels
- * are transposed 8 x 8 at a time with AVX shuffles. The micro-kernel then
+ * are transposed 8 x 8 at a time with in-lane AVX shuffles. The micro-kernel then
  * keeps a 6 x 16 block of C in 12 ymm registers: per p, two aligned
  * loads of the panel, 6 broadcasts of A, 12 FMAs. A last block of fewer
  * than 6 rows re-reads its last A row in the missing slots and stores
@@ -32,28 +32,26 @@ enum { MR = 6, NR = 16 };
    array of accumulators in registers only when every index is a constant
    early on, and otherwise spills it to the stack on every step. */
 
-/* Rows 0..7 of an 8 x 8 block of B (row stride ldb), transposed: row q of
-   the result goes to dst + q * NR. */
+/* An 8 x 8 block of B (row stride ldb), transposed: column q of the block
+   goes to dst + q * NR. Each register is loaded with rows i and i + 4 in
+   its two 128-bit lanes, so one in-lane 4 x 4 transpose per half yields
+   whole columns and no lane-crossing shuffle is needed. */
 static void transpose_8x8(const float *b, int64_t ldb, float *dst)
 {
-    __m256 r[8], t[8], u[8];
-    for (int i = 0; i < 8; i++)
-        r[i] = _mm256_loadu_ps(b + i * ldb);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    /* u[0..3] hold columns (0,4) (1,5) (2,6) (3,7) of rows 0-3 in their
-       two 128-bit lanes; u[4..7] the same for rows 4-7. */
-    for (int h = 0; h < 8; h += 4) {
-        u[h + 0] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0x44);
-        u[h + 1] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0xee);
-        u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
-        u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xee);
-    }
-    for (int q = 0; q < 4; q++) {
-        _mm256_store_ps(dst + q * NR, _mm256_permute2f128_ps(u[q], u[q + 4], 0x20));
-        _mm256_store_ps(dst + (q + 4) * NR, _mm256_permute2f128_ps(u[q], u[q + 4], 0x31));
+    for (int half = 0; half < 8; half += 4) {
+        __m256 r[4], t[4];
+        for (int i = 0; i < 4; i++)
+            r[i] = _mm256_insertf128_ps(
+                _mm256_castps128_ps256(_mm_loadu_ps(b + i * ldb + half)),
+                _mm_loadu_ps(b + (i + 4) * ldb + half), 1);
+        t[0] = _mm256_unpacklo_ps(r[0], r[1]);
+        t[1] = _mm256_unpackhi_ps(r[0], r[1]);
+        t[2] = _mm256_unpacklo_ps(r[2], r[3]);
+        t[3] = _mm256_unpackhi_ps(r[2], r[3]);
+        _mm256_store_ps(dst + (half + 0) * NR, _mm256_shuffle_ps(t[0], t[2], 0x44));
+        _mm256_store_ps(dst + (half + 1) * NR, _mm256_shuffle_ps(t[0], t[2], 0xee));
+        _mm256_store_ps(dst + (half + 2) * NR, _mm256_shuffle_ps(t[1], t[3], 0x44));
+        _mm256_store_ps(dst + (half + 3) * NR, _mm256_shuffle_ps(t[1], t[3], 0xee));
     }
 }
 
