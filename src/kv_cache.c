@@ -196,11 +196,11 @@ static char *element_base(const qkv_kv_cache *c, void *data, int64_t b, int64_t 
     return (char *)data + b * c->n_kv_heads * c->capacity * dim * (int64_t)qkv_dtype_size(c->dtype);
 }
 
-void qkv_kv_cache_element_views(const qkv_kv_cache *c, int64_t b, int64_t len,
-                                 qkv_tensor *k, qkv_tensor *v)
+void qkv_kv_cache_rows_views(const qkv_kv_cache *c, int64_t b, int64_t count,
+                             int64_t len, qkv_tensor *k, qkv_tensor *v)
 {
-    *k = storage_view(c, element_base(c, c->k, b, c->head_dim), 1, len, c->head_dim);
-    *v = storage_view(c, element_base(c, c->v, b, c->v_dim), 1, len, c->v_dim);
+    *k = storage_view(c, element_base(c, c->k, b, c->head_dim), count, len, c->head_dim);
+    *v = storage_view(c, element_base(c, c->v, b, c->v_dim), count, len, c->v_dim);
 }
 
 /* ------------------------------------------------------------------ */

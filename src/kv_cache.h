@@ -34,9 +34,10 @@ void qkv_kv_cache_write(qkv_kv_cache *c, const qkv_tensor *k_new,
 /* lengths[b] += count[b] (n for every b when count is NULL). */
 void qkv_kv_cache_commit(qkv_kv_cache *c, int64_t n, const int32_t *count);
 
-/* Views [1, n_kv_heads, len, dim] of batch element b's first len rows
-   (1 <= len <= capacity), written or committed. */
-void qkv_kv_cache_element_views(const qkv_kv_cache *c, int64_t b, int64_t len,
-                                 qkv_tensor *k, qkv_tensor *v);
+/* Views [count, n_kv_heads, len, dim] of the first len rows
+   (1 <= len <= capacity), written or committed, of batch elements
+   b .. b + count - 1. */
+void qkv_kv_cache_rows_views(const qkv_kv_cache *c, int64_t b, int64_t count,
+                             int64_t len, qkv_tensor *k, qkv_tensor *v);
 
 #endif /* QKV_KV_CACHE_H */

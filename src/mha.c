@@ -566,12 +566,40 @@ static void stage_new_keys(const mha_call *c, float *ws)
     qkv_kv_cache_write(c->cache, &k, &v, c->new_len);
 }
 
-/* Batch element b's compact weights [n_heads, rows, len] in the workspace. */
+/* 1 if every element has the same length and takes all n_new tokens: then
+   one attention call covers the whole batch (more tasks for the threads
+   when decoding a batch), with the same results as one call per element. */
+static int uniform_step(const mha_call *c)
+{
+    for (int64_t b = 0; b < c->batch; b++)
+        if (new_rows(c, b) != c->lq || c->cache->lengths[b] != c->cache->lengths[0])
+            return 0;
+    return 1;
+}
+
+/* Batch element b's compact weights [n_heads, rows, len] in the workspace:
+   where one call over the batch writes them, or, per element, at the
+   start of the element's share. */
 static float *element_weights(const mha_call *c, float *ws, int64_t b)
 {
     if (c->weights_offset < 0)
         return NULL;
-    return ws + c->weights_offset + b * c->m->n_heads * c->lq * c->wk;
+    const int64_t row_len = uniform_step(c) ? c->cache->lengths[0] + c->lq : c->wk;
+    return ws + c->weights_offset + b * c->m->n_heads * c->lq * row_len;
+}
+
+/* The whole batch in one call: every element's keys end at the same row. */
+static qkv_status attend_uniform(const qkv_kernels *kt, const mha_call *c, float *ws)
+{
+    const qkv_mha *m = c->m;
+    const int64_t len = c->cache->lengths[0] + c->lq;
+    qkv_tensor k, v;
+    qkv_kv_cache_rows_views(c->cache, 0, c->batch, len, &k, &v);
+    const qkv_tensor q = head_view(ws, c->q, c->batch, c->lq, m->n_heads, m->head_dim);
+    const qkv_tensor out = head_view(ws, c->attn, c->batch, c->lq, m->n_heads, m->head_dim);
+    const qkv_sdpa_params sp = sdpa_params_of(&c->p, QKV_CAUSAL_BOTTOM_RIGHT, NULL,
+                                              element_weights(c, ws, 0));
+    return qkv_sdpa_with(kt, &q, &k, &v, &out, &sp);
 }
 
 /* Each element's new queries over its cached and new keys, bottom-right
@@ -580,6 +608,8 @@ static float *element_weights(const mha_call *c, float *ws, int64_t b)
 static qkv_status attend_cached(const qkv_kernels *kt, const mha_call *c, float *ws)
 {
     const qkv_mha *m = c->m;
+    if (uniform_step(c))
+        return attend_uniform(kt, c, ws);
     for (int64_t b = 0; b < c->batch; b++) {
         const int64_t rows = new_rows(c, b);
         float *attn_rows = ws + c->attn.offset + (b * c->lq + rows) * c->attn.ld;
@@ -588,7 +618,7 @@ static qkv_status attend_cached(const qkv_kernels *kt, const mha_call *c, float 
             continue;
         const int64_t len = c->cache->lengths[b] + rows;
         qkv_tensor k, v;
-        qkv_kv_cache_element_views(c->cache, b, len, &k, &v);
+        qkv_kv_cache_rows_views(c->cache, b, 1, len, &k, &v);
         const qkv_tensor q = element_view(ws, c->q, b, c->lq, rows, m->n_heads, m->head_dim);
         const qkv_tensor out = element_view(ws, c->attn, b, c->lq, rows, m->n_heads,
                                             m->head_dim);
