@@ -658,76 +658,127 @@ Test(kvcache, bf16_cache_generation) { check_low_precision_generation(QKV_BF16);
 /* Batches whose elements take different numbers of tokens            */
 /* ------------------------------------------------------------------ */
 
-Test(kvcache, batch_elements_with_their_own_lengths)
+enum { BMAX = 3, NMAX = 4, BCAP = 8 };
+
+/* One element's own sequence and its one-forward outputs. */
+typedef struct own_seq {
+    int64_t total;
+    float *x, *y, *w, *wa;   /* x, y [total, E]; w [H, total, total]; wa [total, total] */
+    float *y_gen;            /* y gathered from the cached steps */
+} own_seq;
+
+/* The cached step's weights (w) and weights_avg (wa) of element b, whose
+   n new rows start at position at: the own forward's rows where visible,
+   exactly 0 elsewhere. Returns the worst |difference|. */
+static double compare_step_weights(const own_seq *o, const float *w, const float *wa,
+                                   int64_t H, int64_t n_new, int64_t b, int64_t n, int64_t at)
 {
-    enum { B = 3, STEPS = 3, NMAX = 4 };
-    /* new_len per step and element; element 2 takes nothing at first. */
-    static const int32_t new_len[STEPS][B] = {{3, 1, 0}, {1, 4, 2}, {2, 0, 1}};
+    double worst = 0.0;
+    for (int64_t i = 0; i < n_new; i++)
+        for (int64_t j = 0; j < BCAP; j++) {
+            const int seen = i < n && j <= at + i;
+            for (int64_t h = -1; h < H; h++) {   /* -1: weights_avg */
+                const float got = h < 0 ? wa[(b * n_new + i) * BCAP + j]
+                                        : w[((b * H + h) * n_new + i) * BCAP + j];
+                if (!seen) {
+                    cr_assert_eq(got, 0.0f, "b%lld h%lld i%lld j%lld: not 0", (long long)b,
+                                 (long long)h, (long long)i, (long long)j);
+                    continue;
+                }
+                const float want = h < 0 ? o->wa[(at + i) * o->total + j]
+                                         : o->w[(h * o->total + at + i) * o->total + j];
+                worst = fmax(worst, isnan(got) ? INFINITY : fabs((double)got - want));
+            }
+        }
+    return worst;
+}
+
+/* Generates the batch in steps (new_len[s][b] tokens of element b at step
+   s; new_len NULL when every element takes n_new): each element's y,
+   weights and weights_avg equal a causal forward over its own sequence. */
+static void check_batch_steps(int64_t B, const int32_t (*new_len)[BMAX], int steps,
+                              uint64_t seed)
+{
     layer l;
-    layer_make(&l, 32, 4, 2, 1, 31);
-    const int64_t E = l.E, H = l.H, cap = 8;
-    test_rng r = rng_seeded(32);
-    /* Each element's own sequence, token by token. */
-    int64_t total[B] = {0};
-    for (int s = 0; s < STEPS; s++)
-        for (int b = 0; b < B; b++)
-            total[b] += new_len[s][b];
-    float *seq[B], *y_seq[B], *y_gen[B];
-    for (int b = 0; b < B; b++) {
-        seq[b] = random_floats(&r, total[b] * E, 1.0);
-        y_seq[b] = poisoned(total[b] * E);
-        y_gen[b] = poisoned(total[b] * E);
-        const qkv_mha_params p = {.causal = QKV_CAUSAL_BOTTOM_RIGHT};
-        cr_assert_eq(qkv_mha_forward(l.m, 1, seq[b], total[b], seq[b], seq[b], total[b],
-                                     y_seq[b], &p), QKV_OK);
+    layer_make(&l, 32, 4, 2, 1, seed);
+    const int64_t E = l.E, H = l.H;
+    test_rng r = rng_seeded(seed + 1);
+    own_seq own[BMAX];
+    for (int64_t b = 0; b < B; b++) {
+        own_seq *o = &own[b];
+        o->total = 0;
+        for (int s = 0; s < steps; s++)
+            o->total += new_len[s][b];
+        o->x = random_floats(&r, o->total * E, 1.0);
+        o->y = poisoned(o->total * E);
+        o->y_gen = poisoned(o->total * E);
+        o->w = poisoned(H * o->total * o->total);
+        o->wa = poisoned(o->total * o->total);
+        const qkv_mha_params p = {.causal = QKV_CAUSAL_BOTTOM_RIGHT, .weights = o->w,
+                                  .weights_avg = o->wa};
+        cr_assert_eq(qkv_mha_forward(l.m, 1, o->x, o->total, o->x, o->x, o->total,
+                                     o->y, &p), QKV_OK);
     }
 
-    qkv_kv_cache *c = cache_for(&l, B, cap, QKV_F32);
-    float *x = malloc(B * NMAX * E * sizeof *x), *y = malloc(B * NMAX * E * sizeof *y);
-    float *w = malloc(B * H * NMAX * cap * sizeof *w);
-    cr_assert(x && y && w);
-    int64_t at[B] = {0};
-    for (int s = 0; s < STEPS; s++) {
+    qkv_kv_cache *c = cache_for(&l, B, BCAP, QKV_F32);
+    float *x = malloc(BMAX * NMAX * E * sizeof *x), *y = malloc(BMAX * NMAX * E * sizeof *y);
+    float *w = malloc(BMAX * H * NMAX * BCAP * sizeof *w);
+    float *wa = malloc(BMAX * NMAX * BCAP * sizeof *wa);
+    cr_assert(x && y && w && wa);
+    int64_t at[BMAX] = {0};
+    double worst_w = 0.0;
+    for (int s = 0; s < steps; s++) {
+        int64_t n_new = 1;
+        int all_full = 1;
+        for (int64_t b = 0; b < B; b++)
+            n_new = new_len[s][b] > n_new ? new_len[s][b] : n_new;
+        for (int64_t b = 0; b < B; b++)
+            all_full &= new_len[s][b] == n_new;
         /* Rows past new_len are ignored: NaN there must not leak. */
-        for (int64_t i = 0; i < B * NMAX * E; i++)
-            x[i] = nan_float();
-        for (int b = 0; b < B; b++)
-            memcpy(x + b * NMAX * E, seq[b] + at[b] * E,
+        for (int64_t i = 0; i < B * n_new * E; i++)
+            x[i] = y[i] = nan_float();
+        for (int64_t b = 0; b < B; b++)
+            memcpy(x + b * n_new * E, own[b].x + at[b] * E,
                    (size_t)(new_len[s][b] * E) * sizeof *x);
-        for (int64_t i = 0; i < B * NMAX * E; i++)
-            y[i] = nan_float();
-        const qkv_mha_params p = {.weights = w};
-        cr_assert_eq(qkv_mha_forward_cached(l.m, c, B, x, NMAX, new_len[s], y, &p), QKV_OK);
-        for (int b = 0; b < B; b++) {
+        const qkv_mha_params p = {.weights = w, .weights_avg = wa};
+        cr_assert_eq(qkv_mha_forward_cached(l.m, c, B, x, n_new,
+                                            all_full ? NULL : new_len[s], y, &p), QKV_OK);
+        for (int64_t b = 0; b < B; b++) {
             const int64_t n = new_len[s][b];
             cr_assert_eq(qkv_kv_cache_length(c, b), at[b] + n);
-            memcpy(y_gen[b] + at[b] * E, y + b * NMAX * E, (size_t)(n * E) * sizeof *y);
-            for (int64_t i = n * E; i < NMAX * E; i++)
-                cr_assert_eq(y[b * NMAX * E + i], 0.0f, "y rows past new_len are 0");
-            for (int64_t h = 0; h < H; h++)
-                for (int64_t i = 0; i < NMAX; i++)
-                    for (int64_t j = 0; j < cap; j++) {
-                        const float got = w[((b * H + h) * NMAX + i) * cap + j];
-                        /* Row i sees keys 0 .. at + i: positive weights. */
-                        if (i < n && j <= at[b] + i)
-                            cr_assert(got > 0.0f && got <= 1.0f);
-                        else
-                            cr_assert_eq(got, 0.0f, "b%d h%lld i%lld j%lld", b,
-                                         (long long)h, (long long)i, (long long)j);
-                    }
+            memcpy(own[b].y_gen + at[b] * E, y + b * n_new * E, (size_t)(n * E) * sizeof *y);
+            for (int64_t i = n * E; i < n_new * E; i++)
+                cr_assert_eq(y[b * n_new * E + i], 0.0f, "y rows past new_len are 0");
+            worst_w = fmax(worst_w, compare_step_weights(&own[b], w, wa, H, n_new, b, n, at[b]));
             at[b] += n;
         }
     }
-    for (int b = 0; b < B; b++) {
-        const double err = rel_error(y_gen[b], y_seq[b], total[b] * E);
-        cr_log_info("batch element %d (%lld tokens): cached vs own forward %.3g", b,
-                    (long long)total[b], err);
-        cr_expect(err <= 1e-5, "element %d: %g", b, err);
-        free(seq[b]); free(y_seq[b]); free(y_gen[b]);
+    cr_expect(worst_w <= 1e-6, "weights: cached vs own forward %g", worst_w);
+    for (int64_t b = 0; b < B; b++) {
+        const double err = rel_error(own[b].y_gen, own[b].y, own[b].total * E);
+        cr_log_info("batch element %lld (%lld tokens): cached vs own forward y %.3g,"
+                    " weights %.3g", (long long)b, (long long)own[b].total, err, worst_w);
+        cr_expect(err <= 1e-5, "element %lld: %g", (long long)b, err);
+        free(own[b].x); free(own[b].y); free(own[b].y_gen); free(own[b].w); free(own[b].wa);
     }
-    free(x); free(y); free(w);
+    free(x); free(y); free(w); free(wa);
     qkv_kv_cache_destroy(c);
     layer_free(&l);
+}
+
+Test(kvcache, batch_elements_with_their_own_lengths)
+{
+    /* Element 2 takes nothing at first; no step is uniform. */
+    static const int32_t steps[3][BMAX] = {{3, 1, 0}, {1, 4, 2}, {2, 0, 1}};
+    check_batch_steps(3, steps, 3, 31);
+}
+
+Test(kvcache, batch_uniform_and_uneven_steps)
+{
+    /* Equal lengths (one attention call for the batch), then uneven, then
+       equal again. */
+    static const int32_t steps[6][BMAX] = {{2, 2}, {1, 1}, {1, 0}, {0, 1}, {3, 3}, {1, 1}};
+    check_batch_steps(2, steps, 6, 33);
 }
 
 /* ------------------------------------------------------------------ */
