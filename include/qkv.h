@@ -209,11 +209,14 @@ qkv_status qkv_mha_forward(const qkv_mha *m, int64_t batch,
 /* Keys and values of past tokens for token-by-token generation: for each
    batch element b, K [n_kv_heads, capacity, head_dim] and
    V [n_kv_heads, capacity, v_dim] in one storage type (F32, F16 or BF16),
-   of which the first length[b] rows are filled. Opaque. */
+   of which the first length[b] rows are filled. Rows past length[b] are
+   not part of the cache (a failed qkv_mha_forward_cached may have left
+   data there). Opaque; not safe for concurrent modification. */
 typedef struct qkv_kv_cache qkv_kv_cache;
 
 /* Creates an empty cache (every length 0). Sizes > 0 (QKV_E_SHAPE),
-   dtype a qkv_dtype (QKV_E_ARG). *out is set only on QKV_OK. */
+   dtype a qkv_dtype (QKV_E_ARG), capacity <= INT32_MAX since lengths are
+   int32 like kv_len (QKV_E_OVERFLOW). *out is set only on QKV_OK. */
 qkv_status qkv_kv_cache_create(qkv_kv_cache **out, int64_t batch,
                                int64_t n_kv_heads, int64_t head_dim,
                                int64_t v_dim, int64_t capacity, qkv_dtype dtype);
@@ -229,7 +232,8 @@ qkv_status qkv_kv_cache_reset(qkv_kv_cache *c);
    converted to the cache's type with round-to-nearest-even. count[b]
    (optional; NULL: n for every b) says how many of the n rows batch
    element b appends, each in [0, n]. If any element would pass its
-   capacity, QKV_E_ARG and nothing changes. */
+   capacity, QKV_E_ARG and nothing changes. k_new, v_new and count must
+   not overlap the cache's storage (QKV_E_ALIAS). */
 qkv_status qkv_kv_cache_append(qkv_kv_cache *c, const qkv_tensor *k_new,
                                const qkv_tensor *v_new, const int32_t *count);
 
@@ -254,9 +258,11 @@ int64_t qkv_kv_cache_length(const qkv_kv_cache *c, int64_t b);
    head_dim, v_dim = head_dim), and attends each new token over its batch
    element's cached tokens, itself included, with bottom-right causal
    masking aligned to that element's own length; y [batch, n_new,
-   d_model]. new_len (optional [batch]; NULL: n_new for all) lets element b
-   take only its first new_len[b] tokens (0..n_new): its other rows of
-   x_new are ignored, and its other rows of y are set to 0. params.causal
+   d_model]. The layer must be self-attention shaped (kdim = vdim =
+   d_model; else QKV_E_SHAPE). new_len (optional [batch]; NULL: n_new for
+   all) lets element b take only its first new_len[b] tokens (0..n_new):
+   its other rows of x_new are ignored, and its other rows of y are set to
+   0. The window, softcap, ALiBi and sink options apply. params.causal
    and params.kv_len are ignored (the cache decides); weights and
    weights_avg, when given, are [batch, n_heads, n_new, capacity] and
    [batch, n_new, capacity], 0 beyond each element's length. If the cache
