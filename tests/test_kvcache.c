@@ -781,6 +781,35 @@ Test(kvcache, batch_uniform_and_uneven_steps)
     check_batch_steps(2, steps, 6, 33);
 }
 
+/* y of two cached steps (uniform, then uneven) with num_threads. */
+static void cached_steps_with_threads(const layer *l, const float *x, int threads, float *y)
+{
+    enum { B = 2, N = 3 };
+    qkv_kv_cache *c = cache_for(l, B, 8, QKV_BF16);
+    const int32_t uneven[B] = {1, 3};
+    const qkv_mha_params p = {.num_threads = threads};
+    cr_assert_eq(qkv_mha_forward_cached(l->m, c, B, x, N, NULL, y, &p), QKV_OK);
+    cr_assert_eq(qkv_mha_forward_cached(l->m, c, B, x + B * N * l->E, N, uneven,
+                                        y + B * N * l->E, &p), QKV_OK);
+    qkv_kv_cache_destroy(c);
+}
+
+Test(kvcache, results_do_not_depend_on_threads)
+{
+    layer l;
+    layer_make(&l, 64, 8, 2, 1, 35);
+    test_rng r = rng_seeded(36);
+    const int64_t n = 2 * 2 * 3 * l.E;
+    float *x = random_floats(&r, n, 1.0), *y1 = poisoned(n), *yt = poisoned(n);
+    cached_steps_with_threads(&l, x, 1, y1);
+    for (int threads = 2; threads <= 4; threads++) {
+        cached_steps_with_threads(&l, x, threads, yt);
+        cr_expect_eq(memcmp(y1, yt, (size_t)n * sizeof *y1), 0, "threads %d", threads);
+    }
+    free(x); free(y1); free(yt);
+    layer_free(&l);
+}
+
 /* ------------------------------------------------------------------ */
 /* Window, softcap, ALiBi and sinks through the layer                 */
 /* ------------------------------------------------------------------ */
