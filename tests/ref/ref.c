@@ -152,10 +152,11 @@ static int window_blocks(const qkv_sdpa_params *p, int64_t i, int64_t j, int64_t
 {
     if (!p->window)
         return 0;
-    const int64_t diag = i + lk - lq;
-    if (p->window_left >= 0 && j < diag - p->window_left)
+    /* offsets from the diagonal, so that no window size can overflow */
+    const int64_t ahead = j - (i + lk - lq);
+    if (p->window_left >= 0 && -ahead > p->window_left)
         return 1;
-    if (p->window_right >= 0 && j > diag + p->window_right)
+    if (p->window_right >= 0 && ahead > p->window_right)
         return 1;
     return 0;
 }
