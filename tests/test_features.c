@@ -122,9 +122,9 @@ static int fcase_blocked(const feature_case *fc, int64_t b, int64_t h, int64_t i
         return 1;
     if (!fc->f.window)
         return 0;
-    const int64_t diag = i + fc->c.spec.Lk - fc->c.spec.Lq;
-    return (fc->f.left >= 0 && j < diag - fc->f.left) ||
-           (fc->f.right >= 0 && j > diag + fc->f.right);
+    const int64_t ahead = j - (i + fc->c.spec.Lk - fc->c.spec.Lq);   /* never overflows */
+    return (fc->f.left >= 0 && -ahead > fc->f.left) ||
+           (fc->f.right >= 0 && ahead > fc->f.right);
 }
 
 static double fcase_sink(const feature_case *fc, int64_t h)
@@ -396,6 +396,26 @@ Test(features, window_across_blocks)
     report("window_across_blocks", n, worst);
 }
 
+/* Window sizes up to INT64_MAX (a caller's "no limit") are valid and
+   must not overflow: they see the same keys as an unlimited side. */
+Test(features, window_extreme_sizes)
+{
+    static const int64_t sizes[] = {INT64_MAX, INT64_MAX - 1, (int64_t)1 << 62, INT32_MAX};
+    double worst = 0.0;
+    int cases = 0;
+    for (int k = 0; k < 4; k++)
+        for (int side = 0; side < 3; side++) {
+            /* Lq > Lk: rows with a negative diagonal too */
+            sdpa_spec s = {.B = 1, .H = 2, .Lq = 20, .Lk = 12, .D = 8,
+                           .causal = (qkv_causal)side};
+            const feature_spec f = {.window = 1, .left = side == 1 ? -1 : sizes[k],
+                                    .right = side == 0 ? -1 : sizes[k]};
+            worst = max2(worst, check_features(&s, &f, 12100 + (uint64_t)cases));
+            cases++;
+        }
+    report("window_extreme_sizes", cases, worst);
+}
+
 /* window = 0 turns the window off whatever left and right say; window
    with both sides unlimited is no window either. */
 Test(features, window_off_and_unlimited)
@@ -637,9 +657,12 @@ Test(features, sinks_with_blocked_rows)
 {
     double worst = 0.0;
     for (int rep = 0; rep < 4; rep++) {
+        /* rep 3: split keys, a mask that blocks nearly every key, so
+           that many chunks of a row see no key at all */
         sdpa_spec s = {.B = 3, .H = 4, .Hkv = 2, .Lq = 12, .Lk = rep >= 2 ? 4500 : 30,
-                       .D = 8, .kv_len = rep % 2 ? KV_LEN_ZERO : KV_LEN_RANDOM,
-                       .mask = rep == 0 ? MASK_FULL : MASK_NONE, .mask_block_prob = 0.9,
+                       .D = 8, .kv_len = rep == 1 ? KV_LEN_ZERO : KV_LEN_RANDOM,
+                       .mask = rep % 3 == 0 ? MASK_FULL : MASK_NONE,
+                       .mask_block_prob = rep == 3 ? 0.9995 : 0.9,
                        .no_weights = rep == 3};
         const feature_spec f = {.sinks = rep % 2 ? SINKS_MIXED : SINKS_FINITE,
                                 .window = rep == 2, .left = 100, .right = 0};
@@ -712,6 +735,7 @@ static const split_shape split_shapes[] = {
     {1, 4, 4, 4, 20000, QKV_CAUSAL_BOTTOM_RIGHT, -1,
      {.softcap = 15.0f, .alibi = ALIBI_STANDARD}},
     {2, 4, 2, 1, 20000, QKV_CAUSAL_NONE, 2, {.window = 1, .left = 2100, .right = 7}},
+    {2, 8, 1, 8, 9000, QKV_CAUSAL_BOTTOM_RIGHT, 1, {.sinks = SINKS_LARGE}},
 };
 enum { N_SPLIT_SHAPES = sizeof split_shapes / sizeof split_shapes[0] };
 
@@ -769,6 +793,7 @@ Test(features, decode_split_threads_bitwise, .timeout = 120)
 Test(features, decode_split_vs_weights, .timeout = 120)
 {
     double worst = 0.0, worst_between = 0.0;
+    int64_t differing = 0;   /* out values whose bits differ between the paths */
     for (int n = 0; n < N_SPLIT_SHAPES; n += 2) {
         feature_case split, whole;
         split_case_make(&split, &split_shapes[n], 1, 0, 23000 + (uint64_t)n);
@@ -788,6 +813,7 @@ Test(features, decode_split_vs_weights, .timeout = 120)
                         const double y = tt_get(&whole.c.out, b, h, i, d);
                         const double diff = fabs(x - y);
                         worst_between = max2(worst_between, diff);
+                        differing += x != y;
                         cr_assert(diff <= 1e-5 + 1e-4 * fabs(y),
                                   "out (%lld,%lld,%lld,%lld): split %.9g whole %.9g",
                                   (long long)b, (long long)h, (long long)i, (long long)d, x, y);
@@ -796,7 +822,12 @@ Test(features, decode_split_vs_weights, .timeout = 120)
         fcase_free(&split);
         fcase_free(&whole);
     }
-    cr_log_info("decode_split_vs_weights: largest |split - whole| in out %.3g", worst_between);
+    /* Without weights the same walk in one chunk would give the same
+       bits: differences show that the merge by log-sum-exp ran. */
+    cr_assert_gt(differing, 0, "split and one-chunk results are identical: was the "
+                 "split-key path taken (Lk >= 4096, no weights)?");
+    cr_log_info("decode_split_vs_weights: %lld out values differ, largest |split - whole| %.3g",
+                (long long)differing, worst_between);
     report("decode_split_vs_weights", 2 * ((N_SPLIT_SHAPES + 1) / 2), worst);
 }
 
