@@ -8,9 +8,11 @@
  * float rounding). Zero weights are multiplied in like in the twin.
  *
  * Register blocking: a block of up to PV_ROWS rows of acc by up to 64
- * columns (4 zmm per row, 24 accumulators) is loaded once, rescaled,
- * updated with every row of V (4 loads and PV_ROWS broadcasts of P per
- * j) and stored once.
+ * columns (4 zmm per row, 24 accumulators) is loaded, updated with a chunk
+ * of PV_KEYS rows of V (4 loads and PV_ROWS broadcasts of P per j) and
+ * stored; the chunk of V stays in L1 while every row block passes. acc is
+ * rescaled by alpha when it is loaded for the first chunk, so each element
+ * still sees alpha * acc first and then the keys in order.
  *
  * Tails: dv % 16 columns use masked loads of V and masked loads/stores of
  * acc; nothing outside the m x dv block of acc is touched, and V is read
@@ -22,11 +24,13 @@
 #define LANES QKV_AVX512_LANES
 #define PV_ROWS 6
 #define PV_VECS 4
+#define PV_KEYS 128   /* keys per chunk: 128 rows of V (32 KB at dv = 64) */
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* ROWS x (VECS*16 columns, the last one `last` lanes wide) of acc.
-   ROWS and VECS are compile-time constants at every call. */
+/* ROWS x (VECS*16 columns, the last one `last` lanes wide) of acc, over
+   keys 0..n-1; acc is first scaled by alpha unless alpha is NULL. ROWS and
+   VECS are compile-time constants at every call. */
 static ALWAYS_INLINE void pv_block(const int ROWS, const int VECS, int64_t n,
                                    const float *p, int64_t ldp,
                                    const float *v, int64_t ldv,
@@ -34,14 +38,17 @@ static ALWAYS_INLINE void pv_block(const int ROWS, const int VECS, int64_t n,
                                    int64_t ldacc, __mmask16 last)
 {
     __m512 sum[PV_ROWS][PV_VECS];
-    for (int i = 0; i < ROWS; i++) {
-        const __m512 a = _mm512_set1_ps(alpha[i]);
+    for (int i = 0; i < ROWS; i++)
         for (int c = 0; c < VECS; c++) {
             const __mmask16 lanes = c == VECS - 1 ? last : (__mmask16)0xffff;
-            sum[i][c] = _mm512_mul_ps(
-                a, _mm512_maskz_loadu_ps(lanes, acc + i * ldacc + c * LANES));
+            sum[i][c] = _mm512_maskz_loadu_ps(lanes, acc + i * ldacc + c * LANES);
         }
-    }
+    if (alpha)
+        for (int i = 0; i < ROWS; i++) {
+            const __m512 a = _mm512_set1_ps(alpha[i]);
+            for (int c = 0; c < VECS; c++)
+                sum[i][c] = _mm512_mul_ps(a, sum[i][c]);
+        }
     for (int64_t j = 0; j < n; j++) {
         __m512 vv[PV_VECS];
         for (int c = 0; c < VECS; c++) {
@@ -88,12 +95,13 @@ static void pv_columns(int vecs, int64_t m, int64_t n,
     for (int64_t i0 = 0; i0 < m; i0 += PV_ROWS) {
         const int rows = (int)(m - i0 < PV_ROWS ? m - i0 : PV_ROWS);
         const float *p_blk = p + i0 * ldp;
+        const float *alpha_blk = alpha ? alpha + i0 : NULL;
         float *acc_blk = acc + i0 * ldacc;
         switch (vecs) {
-        case 4:  pv_rows(rows, 4, n, p_blk, ldp, v, ldv, alpha + i0, acc_blk, ldacc, last); break;
-        case 3:  pv_rows(rows, 3, n, p_blk, ldp, v, ldv, alpha + i0, acc_blk, ldacc, last); break;
-        case 2:  pv_rows(rows, 2, n, p_blk, ldp, v, ldv, alpha + i0, acc_blk, ldacc, last); break;
-        default: pv_rows(rows, 1, n, p_blk, ldp, v, ldv, alpha + i0, acc_blk, ldacc, last); break;
+        case 4:  pv_rows(rows, 4, n, p_blk, ldp, v, ldv, alpha_blk, acc_blk, ldacc, last); break;
+        case 3:  pv_rows(rows, 3, n, p_blk, ldp, v, ldv, alpha_blk, acc_blk, ldacc, last); break;
+        case 2:  pv_rows(rows, 2, n, p_blk, ldp, v, ldv, alpha_blk, acc_blk, ldacc, last); break;
+        default: pv_rows(rows, 1, n, p_blk, ldp, v, ldv, alpha_blk, acc_blk, ldacc, last); break;
         }
     }
 }
@@ -108,6 +116,12 @@ void qkv_pv_tile_avx512(int64_t m, int64_t n, int64_t dv,
         const int64_t cols = dv - c0 < block ? dv - c0 : block;
         const int vecs = (int)((cols + LANES - 1) / LANES);
         const __mmask16 last = qkv_lanes_avx512(cols - (vecs - 1) * LANES);
-        pv_columns(vecs, m, n, p, ldp, v + c0, ldv, alpha, acc + c0, ldacc, last);
+        /* Keys in chunks whose rows of V stay in L1 while every row block
+           passes; alpha scales acc once, before the first chunk. */
+        for (int64_t j0 = 0; j0 < n; j0 += PV_KEYS) {
+            const int64_t keys = n - j0 < PV_KEYS ? n - j0 : PV_KEYS;
+            pv_columns(vecs, m, keys, p + j0, ldp, v + j0 * ldv + c0, ldv,
+                       j0 == 0 ? alpha : NULL, acc + c0, ldacc, last);
+        }
     }
 }

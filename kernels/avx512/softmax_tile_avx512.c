@@ -3,7 +3,7 @@
  * logits (the recurrence is in kernels.h). Twin:
  * qkv_softmax_tile_scalar in kernels/scalar/softmax_tile_scalar.c.
  *
- * Per row, two sweeps over n floats that sit in L1:
+ * Rows go in groups of 16; two sweeps over each group, which sits in L1:
  *   1. M' = max(M, max_j s[j]) with MAXPS(s, acc), which returns its second
  *      operand when s[j] is NaN: a NaN logit never becomes the max, exactly
  *      like the scalar `if (s[j] > M)` (and a NaN M stays NaN);
@@ -112,9 +112,13 @@ void qkv_softmax_tile_avx512(int64_t m, int64_t n, float *s, int64_t lds,
     for (int64_t i0 = 0; i0 < m; i0 += LANES) {
         const int64_t rows = m - i0 < LANES ? m - i0 : LANES;
         float new_max[LANES], sum[LANES];
+        /* All maxima of the group first: each row's horizontal reduction
+           then overlaps the next row's loads instead of stalling its own
+           exp sweep. The group (16 rows) stays in L1 for the second pass. */
+        for (int64_t r = 0; r < rows; r++)
+            new_max[r] = row_max_of(n, s + (i0 + r) * lds, row_max[i0 + r]);
         for (int64_t r = 0; r < rows; r++) {
             float *s_row = s + (i0 + r) * lds;
-            new_max[r] = row_max_of(n, s_row, row_max[i0 + r]);
             if (new_max[r] == -INFINITY) {
                 /* Every logit so far is blocked: nothing to accumulate. */
                 zero_row(n, s_row);
