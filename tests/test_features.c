@@ -494,6 +494,27 @@ Test(features, softcap)
     report("softcap", cases, worst);
 }
 
+/* Caps at the ends of the float range, with one all-zero query row
+   (logits exactly 0): a subnormal cap is valid (finite, > 0) and must
+   not turn a 0 logit into 0 * (1/cap) = 0 * inf = NaN. */
+Test(features, softcap_extreme_caps)
+{
+    static const float caps[] = {1e-40f, 0x1.0p-126f, 1e-30f, 1e30f, 0x1.fffffep127f};
+    double worst = 0.0;
+    for (int c = 0; c < 5; c++) {
+        sdpa_spec s = {.B = 1, .H = 2, .Lq = 6, .Lk = 20, .D = 8,
+                       .causal = (qkv_causal)(c % 3)};
+        const feature_spec f = {.softcap = caps[c]};
+        feature_case fc;
+        fcase_make(&fc, &s, &f, 14500 + (uint64_t)c);
+        for (int64_t d = 0; d < s.D; d++)
+            tt_set(&fc.c.q, 0, 1, 5, d, 0.0);
+        worst = max2(worst, run_and_check(&fc, 14500 + (uint64_t)c));
+        fcase_free(&fc);
+    }
+    report("softcap_extreme_caps", 5, worst);
+}
+
 /* q and k times 30 (logits of about +-1000): capped logits stay finite
    and the rows match the reference. */
 Test(features, softcap_large_logits)
