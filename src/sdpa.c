@@ -280,8 +280,10 @@ static void make_problem(const qkv_tensor *q, const qkv_tensor *k,
     pr->lse = p->lse;
     pr->causal = p->causal;
     pr->window = p->window != 0;
-    pr->window_left = p->window_left;
-    pr->window_right = p->window_right;
+    /* A side wider than lq + lk already reaches every key; clamping keeps
+       the bounds of visible_keys from overflowing. */
+    pr->window_left = min64(p->window_left, pr->lq + pr->lk);
+    pr->window_right = min64(p->window_right, pr->lq + pr->lk);
     pr->softcap = p->softcap;
     pr->alibi_slopes = p->alibi_slopes;
     pr->sinks = p->sinks;
@@ -451,9 +453,11 @@ static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
     const sdpa_problem *pr = t->pr;
     const int64_t h = row_head(t, r), i = row_index(t, r);
     if (pr->softcap > 0.0f) {
-        const float cap = pr->softcap, inv_cap = 1.0f / pr->softcap;
+        /* A division, not a multiplication by 1/cap: for a subnormal cap
+           1/cap is +inf, and 0 * inf would be NaN. */
+        const float cap = pr->softcap;
         for (int64_t c = 0; c < n; c++)
-            s_row[c] = cap * tanhf(s_row[c] * inv_cap);
+            s_row[c] = cap * tanhf(s_row[c] / cap);
     }
     if (pr->mask) {
         const float *m = pr->mask + t->b * pr->mask_stride[0] +
