@@ -436,12 +436,13 @@ static const float *kv_rows_f32(const qkv_kernels *kt, const void *base,
         return (const float *)base + off;
     }
     const uint16_t *src = (const uint16_t *)base + off;
-    for (int64_t j = 0; j < n; j++) {
-        if (dt == QKV_F16)
-            kt->cvt_f16_f32(width, src + j * stride[2], buf + j * width);
-        else
-            kt->cvt_bf16_f32(width, src + j * stride[2], buf + j * width);
-    }
+    void (*cvt)(int64_t, const uint16_t *, float *) =
+        dt == QKV_F16 ? kt->cvt_f16_f32 : kt->cvt_bf16_f32;
+    if (n == 1 || stride[2] == width)
+        cvt(n * width, src, buf);   /* contiguous rows: one call for the block */
+    else
+        for (int64_t j = 0; j < n; j++)
+            cvt(width, src + j * stride[2], buf + j * width);
     *ld = width;
     return buf;
 }
@@ -475,6 +476,21 @@ static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
     }
 }
 
+/* Sets to -INFINITY the logits of keys j0..j0+n-1 that row i of batch b
+   may not see: a run at the start of the tile and a run at its end. */
+static void block_outside(const sdpa_problem *pr, int64_t b, int64_t i,
+                          int64_t j0, int64_t n, float *s_row)
+{
+    int64_t lo, hi;
+    visible_keys(pr, b, i, &lo, &hi);
+    const int64_t first = min64(max64(lo - j0, 0), n);
+    const int64_t end = max64(min64(hi - j0, n), first);
+    for (int64_t c = 0; c < first; c++)
+        s_row[c] = -INFINITY;
+    for (int64_t c = end; c < n; c++)
+        s_row[c] = -INFINITY;
+}
+
 /* S = Qrows Kblk^T for keys j0..j0+n-1, transformed, with keys a row may
    not see set to -INFINITY. */
 static void score_tile(const task_ctx *t, int64_t j0, int64_t n, float *s)
@@ -495,13 +511,8 @@ static void score_tile(const task_ctx *t, int64_t j0, int64_t n, float *s)
         float *s_row = s + r * t->bk;
         if (t->transform)
             transform_row(t, r, j0, n, s_row);
-        if (!inside) {
-            int64_t lo, hi;
-            visible_keys(pr, t->b, row_index(t, r), &lo, &hi);
-            for (int64_t c = 0; c < n; c++)
-                if (j0 + c < lo || j0 + c >= hi)
-                    s_row[c] = -INFINITY;
-        }
+        if (!inside)
+            block_outside(pr, t->b, row_index(t, r), j0, n, s_row);
     }
 }
 
