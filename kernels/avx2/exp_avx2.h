@@ -35,6 +35,7 @@
 #ifndef QKV_EXP_AVX2_H
 #define QKV_EXP_AVX2_H
 
+#include <string.h>
 #include <immintrin.h>
 #include <stdint.h>
 
@@ -111,4 +112,24 @@ static inline float qkv_hmax_avx2(__m256 v)
     return _mm_cvtss_f32(m);
 }
 
+/* Tail loads/stores of the first k lanes (mask = qkv_tail_mask_avx2(k))
+   through an 8-float stack buffer instead of VMASKMOVPS, whose
+   fault suppression on masked-out lanes qemu 7.2 does not emulate (the
+   emulated Haswell run reads the checker's inputs at the end of a page).
+   Only tails take this path. */
+static inline __m256 qkv_tail_load_avx2(const float *p, __m256i mask)
+{
+    const int k = __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(mask)));
+    float buf[8] = {0};
+    memcpy(buf, p, (size_t)k * sizeof(float));
+    return _mm256_loadu_ps(buf);
+}
+static inline void qkv_tail_store_avx2(float *p, __m256i mask, __m256 v)
+{
+    const int k = __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(mask)));
+    float buf[8];
+    _mm256_storeu_ps(buf, v);
+    memcpy(p, buf, (size_t)k * sizeof(float));
+}
 #endif /* QKV_EXP_AVX2_H */
+

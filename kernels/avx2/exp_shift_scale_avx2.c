@@ -26,7 +26,7 @@ void qkv_exp_shift_scale_avx2(int64_t n, const float *src, float shift,
     }
     if (j < n) {
         const __m256i mask = qkv_tail_mask_avx2(n - j);
-        const __m256 t = _mm256_sub_ps(_mm256_maskload_ps(src + j, mask), shift_v);
-        _mm256_maskstore_ps(dst + j, mask, _mm256_mul_ps(qkv_exp_avx2(t), mul_v));
+        const __m256 t = _mm256_sub_ps(qkv_tail_load_avx2(src + j, mask), shift_v);
+        qkv_tail_store_avx2(dst + j, mask, _mm256_mul_ps(qkv_exp_avx2(t), mul_v));
     }
 }

@@ -87,11 +87,11 @@ static void store_row(__m256 lo, __m256 hi, const float *bias, int64_t cols,
     const __m256i mask_lo = qkv_tail_mask_avx2(cols < 8 ? cols : 8);
     const __m256i mask_hi = qkv_tail_mask_avx2(cols > 8 ? cols - 8 : 0);
     if (bias) {
-        lo = _mm256_add_ps(lo, _mm256_maskload_ps(bias, mask_lo));
-        hi = _mm256_add_ps(hi, _mm256_maskload_ps(bias + 8, mask_hi));
+        lo = _mm256_add_ps(lo, qkv_tail_load_avx2(bias, mask_lo));
+        hi = _mm256_add_ps(hi, qkv_tail_load_avx2(bias + 8, mask_hi));
     }
-    _mm256_maskstore_ps(c, mask_lo, lo);
-    _mm256_maskstore_ps(c + 8, mask_hi, hi);
+    qkv_tail_store_avx2(c, mask_lo, lo);
+    qkv_tail_store_avx2(c + 8, mask_hi, hi);
 }
 
 /* C[0..rows-1][0..cols-1] = A[0..rows-1] * panel (+ bias). */

@@ -80,12 +80,12 @@ static void pv_column_tail(int64_t m, int64_t n, int64_t cols,
         for (int64_t i = 0; i < m; i++) {
             float *acc_row = acc + i * ldacc + c;
             __m256 sum = _mm256_mul_ps(_mm256_broadcast_ss(alpha + i),
-                                       _mm256_maskload_ps(acc_row, mask));
+                                       qkv_tail_load_avx2(acc_row, mask));
             for (int64_t j = 0; j < n; j++)
                 sum = _mm256_fmadd_ps(_mm256_broadcast_ss(p + i * ldp + j),
-                                      _mm256_maskload_ps(v + j * ldv + c, mask),
+                                      qkv_tail_load_avx2(v + j * ldv + c, mask),
                                       sum);
-            _mm256_maskstore_ps(acc_row, mask, sum);
+            qkv_tail_store_avx2(acc_row, mask, sum);
         }
     }
 }

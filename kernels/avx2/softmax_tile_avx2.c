@@ -41,7 +41,7 @@ static float row_max_of(int64_t n, const float *s, float start)
     if (j < n) {
         const __m256i mask = qkv_tail_mask_avx2(n - j);
         const __m256 x = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY),
-                                          _mm256_maskload_ps(s + j, mask),
+                                          qkv_tail_load_avx2(s + j, mask),
                                           _mm256_castsi256_ps(mask));
         m1 = _mm256_max_ps(x, m1);
     }
@@ -65,8 +65,8 @@ static float exp_row_and_sum(int64_t n, float *s, float max)
            neither stored nor summed. */
         const __m256i mask = qkv_tail_mask_avx2(n - j);
         const __m256 e = qkv_exp_nonpositive_avx2(
-            _mm256_sub_ps(_mm256_maskload_ps(s + j, mask), max_v));
-        _mm256_maskstore_ps(s + j, mask, e);
+            _mm256_sub_ps(qkv_tail_load_avx2(s + j, mask), max_v));
+        qkv_tail_store_avx2(s + j, mask, e);
         sum = _mm256_add_ps(sum, _mm256_and_ps(e, _mm256_castsi256_ps(mask)));
     }
     return qkv_hsum_avx2(sum);
@@ -78,7 +78,7 @@ static void zero_row(int64_t n, float *s)
     for (; j + 8 <= n; j += 8)
         _mm256_storeu_ps(s + j, _mm256_setzero_ps());
     if (j < n)
-        _mm256_maskstore_ps(s + j, qkv_tail_mask_avx2(n - j), _mm256_setzero_ps());
+        qkv_tail_store_avx2(s + j, qkv_tail_mask_avx2(n - j), _mm256_setzero_ps());
 }
 
 /* Phase 2, for 8 rows (the first count of them) at a time: new_max sits
@@ -88,12 +88,12 @@ static void zero_row(int64_t n, float *s)
 static void update_maxima(int64_t count, float *row_max, float *alpha)
 {
     const __m256i mask = qkv_tail_mask_avx2(count);
-    const __m256 old_max = _mm256_maskload_ps(row_max, mask);
-    const __m256 new_max = _mm256_maskload_ps(alpha, mask);
+    const __m256 old_max = qkv_tail_load_avx2(row_max, mask);
+    const __m256 new_max = qkv_tail_load_avx2(alpha, mask);
     const __m256 blocked = _mm256_cmp_ps(new_max, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
     const __m256 scale = qkv_exp_nonpositive_avx2(_mm256_sub_ps(old_max, new_max));
-    _mm256_maskstore_ps(alpha, mask, _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), blocked));
-    _mm256_maskstore_ps(row_max, mask, new_max);
+    qkv_tail_store_avx2(alpha, mask, _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), blocked));
+    qkv_tail_store_avx2(row_max, mask, new_max);
 }
 
 void qkv_softmax_tile_avx2(int64_t m, int64_t n, float *s, int64_t lds,
