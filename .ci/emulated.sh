@@ -9,7 +9,7 @@
 # An ISA found that the emulated CPU lacks would run its kernels and die of
 # SIGILL, so each pass also shows that dispatch kept to what the CPU has.
 # Only the framework-free checker runs under qemu: Criterion hangs under
-# qemu-aarch64 and its forked workers escape -cpu (docs/STYLE.md). Every
+# qemu-aarch64 and its forked workers escape -cpu (see README, Testing). Every
 # emulated run is wrapped in `timeout -s KILL` (qemu may ignore SIGTERM).
 #
 # On a fresh Debian/Ubuntu machine: installs what it needs (as root, or with
@@ -66,7 +66,7 @@ run() {
     shift 2
     local log=$LOG_DIR/$name.log
     local start=$SECONDS rc=0
-    timeout -s KILL "$RUN_LIMIT_S" "$@" >"$log" 2>&1 || rc=$?
+    timeout -s KILL "$RUN_LIMIT_S" env -u QKV_ISA "$@" >"$log" 2>&1 || rc=$?
     local took=$((SECONDS - start))
     # qemu's notes about CPUID bits TCG cannot emulate are noise here.
     sed -i "/TCG doesn't support requested feature/d" "$log"
@@ -83,8 +83,12 @@ run() {
         [ "$rc" -eq 137 ] && echo "emulated: $name killed after ${RUN_LIMIT_S} s" >&2
         fail "$name (log: $log)"
     fi
-    # The ISA the library selects on its own is the best one it found.
-    echo "emulated: $name selects ${found##* }"
+    # The ISA dispatch selects on its own must be the best one the CPU has.
+    local active
+    active=$(sed -n 's/^# active ISA \([a-z0-9]*\).*/\1/p' "$log")
+    [ "$active" = "${expected##* }" ] ||
+        fail "$name selected '${active:-nothing}', expected ${expected##* }"
+    echo "emulated: $name selects $active"
 }
 
 install_packages

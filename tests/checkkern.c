@@ -1093,6 +1093,9 @@ int main(int argc, char **argv)
         return 2;
     signal(SIGSEGV, on_fault);
     signal(SIGBUS, on_fault);
+    /* What dispatch picks on its own (QKV_ISA unset): the emulated runs
+       check it. */
+    printf("# active ISA %s\n", qkv_isa_name(qkv_isa_active()));
     if (only != QKV_ISA_AUTO && !qkv_kernels_for(only)) {
         printf("1..0 # SKIP %s is not available on this CPU or in this build\n",
                qkv_isa_name(only));
