@@ -425,6 +425,12 @@ static void test_gemm(const qkv_kernels *kt, const qkv_kernels *twin)
         for (int y = 0; y < count; y++)
             for (int z = 0; z < count; z++)
                 gemm_case(kt, twin, sizes[x], sizes[y], sizes[z], (x + y + z) & 1, &w);
+    /* Every row count of the small-m (decode) paths, which read B rows
+       directly instead of packing them. */
+    for (int64_t m = 2; m <= 9; m++)
+        for (int y = 0; y < count; y++)
+            for (int z = 0; z < count; z++)
+                gemm_case(kt, twin, m, sizes[y], sizes[z], (int)(m + y + z) & 1, &w);
     tap_result(w.failures == 0, "%s gemm_nt: %lld shapes vs double and scalar, worst err/tol %.3g",
                qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
 }
