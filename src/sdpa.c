@@ -43,6 +43,9 @@
    SPLIT_ALIGN). */
 enum { SPLIT_MIN_CHUNK = 2048, SPLIT_MAX_CHUNKS = 64, SPLIT_ALIGN = 256 };
 
+/* Tasks with at most this many query rows prefetch K and V a tile ahead. */
+enum { PREFETCH_MAX_ROWS = 16 };
+
 /* A validated call, with sizes and element strides resolved. */
 typedef struct sdpa_problem {
     int64_t batch, heads, kv_heads, lq, lk, d, dv, group;
@@ -590,6 +593,36 @@ static void write_weights(const task_ctx *t)
     }
 }
 
+/* Asks for n rows of K or V from key j0 on (each `width` elements of
+   `elem_bytes`) to be brought into the caches ahead of use. */
+static void prefetch_rows(const void *base, const int64_t stride[4],
+                          int64_t elem_bytes, int64_t b, int64_t g,
+                          int64_t j0, int64_t n, int64_t width)
+{
+    const char *row = (const char *)base +
+                      (b * stride[0] + g * stride[1] + j0 * stride[2]) * elem_bytes;
+    const int64_t row_bytes = width * elem_bytes, step = stride[2] * elem_bytes;
+    for (int64_t j = 0; j < n; j++, row += step)
+        for (int64_t off = 0; off < row_bytes; off += 64)
+            __builtin_prefetch(row + off, 0, 3);
+}
+
+/* Few query rows (decoding) make the walk bound by the K and V stream:
+   with a tile of compute between consecutive reads, the hardware
+   prefetchers alone leave the memory idle, so the next tile is requested
+   one tile ahead. */
+static void prefetch_next_tile(const task_ctx *t, int64_t j0, int64_t n)
+{
+    const sdpa_problem *pr = t->pr;
+    if (t->rows > PREFETCH_MAX_ROWS || j0 >= t->key_end)
+        return;
+    n = min64(n, t->key_end - j0);
+    prefetch_rows(pr->k, pr->k_stride, pr->k_dtype == QKV_F32 ? 4 : 2,
+                  t->b, t->g, j0, n, pr->d);
+    prefetch_rows(pr->v, pr->v_stride, pr->v_dtype == QKV_F32 ? 4 : 2,
+                  t->b, t->g, j0, n, pr->dv);
+}
+
 /* The online-softmax walk over the task's keys. */
 static void walk_keys(const task_ctx *t)
 {
@@ -598,6 +631,7 @@ static void walk_keys(const task_ctx *t)
     float *s = t->scratch + lay->s;
     for (int64_t j0 = t->key_begin; j0 < t->key_end; j0 += t->bk) {
         const int64_t n = min64(t->bk, t->key_end - j0);
+        prefetch_next_tile(t, j0 + t->bk, t->bk);
         score_tile(t, j0, n, s);
         t->kt->softmax_tile(t->rows, n, s, t->bk, t->scratch + lay->row_max,
                             t->scratch + lay->row_sum, t->scratch + lay->alpha);
