@@ -56,6 +56,11 @@ static inline int64_t fz_wmul(int64_t a, int64_t b)
     return (int64_t)((uint64_t)a * (uint64_t)b);
 }
 
+static inline int64_t fz_wadd(int64_t a, int64_t b)
+{
+    return (int64_t)((uint64_t)a + (uint64_t)b);
+}
+
 /* ---- buffers ----------------------------------------------------- */
 
 enum { FZ_MAX_BLOCKS = 12 };

@@ -65,7 +65,9 @@ static void set_strides(qkv_tensor *t, enum layout l, int64_t pad)
         st[1] = s[3]; st[2] = fz_wmul(s[1], s[3]); st[0] = fz_wmul(s[2], st[2]);
         return;
     case L_PADDED:
-        st[2] = s[3] + pad; st[1] = fz_wmul(s[2], st[2]) + pad; st[0] = fz_wmul(s[1], st[1]) + pad;
+        st[2] = fz_wadd(s[3], pad);
+        st[1] = fz_wadd(fz_wmul(s[2], st[2]), pad);
+        st[0] = fz_wadd(fz_wmul(s[1], st[1]), pad);
         return;
     case L_HEADS_OUTER:
         st[2] = s[3]; st[0] = fz_wmul(s[2], s[3]); st[1] = fz_wmul(s[0], st[0]);
@@ -78,13 +80,11 @@ static void set_strides(qkv_tensor *t, enum layout l, int64_t pad)
         return;
     case L_INNER_2:
         set_strides(t, L_BHSD, 0);
-        st[3] = 1 + pad % 2 * 1;   /* 1 or 2 */
-        if (st[3] == 1)
-            st[3] = 0;
+        st[3] = pad % 2 ? 2 : 0;
         return;
     case L_NEGATIVE:
         set_strides(t, L_BHSD, 0);
-        st[pad % 3] = -st[pad % 3] - 1;
+        st[pad % 3] = -1 - pad;
         return;
     case L_HUGE:
         set_strides(t, L_BHSD, 0);
