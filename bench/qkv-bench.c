@@ -7,12 +7,13 @@
  *   qkv-bench                      the default suite, every available ISA
  *   qkv-bench --isa avx512 --heads 8 --lq 2048 --dim 128 --causal
  *   qkv-bench --mha --threads 2 --json
+ *   qkv-bench --isa avx512 --lq 8192 --window 256,0
  *
  * Each measurement runs once to warm up, then repeats while it stays
  * within a time budget (and at most --reps times) and reports the median.
  * FLOPs of attention are 4 * B * H * D * (visible query-key pairs): two
  * GEMMs of 2 FLOPs per multiply-add; a causal square problem counts only
- * its unmasked half. The multi-head layer adds 2 * tokens * in * out for
+ * its unmasked half, a sliding window only the keys inside it. The multi-head layer adds 2 * tokens * in * out for
  * each of its four projections. "% peak" divides by threads x the
  * single-thread FMA peak of the ISA. Shapes with one query row (decode)
  * also report the bandwidth of streaming K and V.
@@ -39,6 +40,8 @@ typedef struct shape {
     int64_t batch, heads, kv_heads, lq, lk, dim;
     int causal;             /* bottom-right: query i sees keys <= i + lk - lq */
     qkv_dtype kv_dtype;
+    int window;             /* sliding window: query i sees keys j with */
+    int64_t window_left, window_right;   /* -left <= j - (i + lk - lq) <= right */
 } shape;
 
 typedef struct options {
@@ -65,6 +68,8 @@ static void usage(FILE *f)
         "  --dim D           head dimension (default 64)\n"
         "  --batch B         (default 1)\n"
         "  --causal          bottom-right causal mask (of the layer, with --mha)\n"
+        "  --window L,R      sliding window: query i sees keys i+Lk-Lq-L .. i+Lk-Lq+R\n"
+        "                    (a negative side is unlimited; no OpenBLAS baseline)\n"
         "  --kv-dtype T      f32, f16 or bf16 storage of K and V (default f32)\n"
         "  --threads N       num_threads of every call (default 1)\n"
         "  --reps N          at most N timed repetitions (default 10)\n"
@@ -126,10 +131,27 @@ static void all_available_isas(options *o)
             o->isas[o->n_isas++] = order[i];
 }
 
+/* "L,R" -> the window of s. */
+static int parse_window(const char *text, shape *s)
+{
+    char *end;
+    const long long left = strtoll(text, &end, 10);
+    if (end == text || *end != ',')
+        return 0;
+    const char *right_text = end + 1;
+    const long long right = strtoll(right_text, &end, 10);
+    if (end == right_text || *end)
+        return 0;
+    s->window = 1;
+    s->window_left = left;
+    s->window_right = right;
+    return 1;
+}
+
 static void parse_options(int argc, char **argv, options *o)
 {
     enum { OPT_ISA = 256, OPT_HEADS, OPT_KV_HEADS, OPT_LQ, OPT_LK, OPT_DIM,
-           OPT_BATCH, OPT_CAUSAL, OPT_KV_DTYPE, OPT_THREADS, OPT_REPS,
+           OPT_BATCH, OPT_CAUSAL, OPT_WINDOW, OPT_KV_DTYPE, OPT_THREADS, OPT_REPS,
            OPT_BUDGET, OPT_CLOCK, OPT_MHA, OPT_NO_BLAS, OPT_JSON, OPT_HELP };
     static const struct option long_opts[] = {
         {"isa", required_argument, NULL, OPT_ISA},
@@ -140,6 +162,7 @@ static void parse_options(int argc, char **argv, options *o)
         {"dim", required_argument, NULL, OPT_DIM},
         {"batch", required_argument, NULL, OPT_BATCH},
         {"causal", no_argument, NULL, OPT_CAUSAL},
+        {"window", required_argument, NULL, OPT_WINDOW},
         {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"reps", required_argument, NULL, OPT_REPS},
@@ -176,6 +199,13 @@ static void parse_options(int argc, char **argv, options *o)
         case OPT_DIM:      s->dim = parse_size(optarg, "--dim"); o->custom_shape = 1; break;
         case OPT_BATCH:    s->batch = parse_size(optarg, "--batch"); o->custom_shape = 1; break;
         case OPT_CAUSAL:   s->causal = 1; break;
+        case OPT_WINDOW:
+            if (!parse_window(optarg, s)) {
+                fprintf(stderr, "qkv-bench: --window is LEFT,RIGHT (integers)\n");
+                exit(1);
+            }
+            o->custom_shape = 1;
+            break;
         case OPT_KV_DTYPE:
             if (!parse_dtype(optarg, &s->kv_dtype)) {
                 fprintf(stderr, "qkv-bench: --kv-dtype is f32, f16 or bf16\n");
@@ -264,23 +294,29 @@ static timing measure(run_fn fn, void *ctx, const options *o)
     return (timing){bench_median(samples, reps), reps, total};
 }
 
-/* Query-key pairs that the causal rule leaves visible (all without it). */
-static double visible_pairs(int64_t lq, int64_t lk, int causal)
+/* Query-key pairs that the causal rule and the window leave visible. */
+static double visible_pairs(const shape *s)
 {
-    if (!causal)
-        return (double)lq * (double)lk;
+    if (!s->causal && !s->window)
+        return (double)s->lq * (double)s->lk;
     double pairs = 0.0;
-    for (int64_t i = 0; i < lq; i++) {
-        const int64_t seen = i + lk - lq + 1;
-        pairs += (double)(seen < 0 ? 0 : seen > lk ? lk : seen);
+    for (int64_t i = 0; i < s->lq; i++) {
+        const int64_t diag = i + s->lk - s->lq;
+        int64_t lo = 0, hi = s->lk;   /* keys [lo, hi) */
+        if (s->causal && diag + 1 < hi)
+            hi = diag + 1;
+        if (s->window && s->window_left >= 0 && diag - s->window_left > lo)
+            lo = diag - s->window_left;
+        if (s->window && s->window_right >= 0 && diag + s->window_right + 1 < hi)
+            hi = diag + s->window_right + 1;
+        pairs += (double)(hi > lo ? hi - lo : 0);
     }
     return pairs;
 }
 
 static double attention_flops(const shape *s)
 {
-    return 4.0 * (double)(s->batch * s->heads * s->dim) *
-           visible_pairs(s->lq, s->lk, s->causal);
+    return 4.0 * (double)(s->batch * s->heads * s->dim) * visible_pairs(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -315,10 +351,14 @@ static void describe_shape(const result *r, char *buf, size_t size)
         snprintf(buf, size, "d512 H8 T%lld%s", (long long)s->lq, s->causal ? " causal" : "");
         return;
     }
-    snprintf(buf, size, "B%lld H%lld/%lld Lq%lld Lk%lld D%lld%s %s",
+    char window[48] = "";
+    if (s->window)
+        snprintf(window, sizeof window, " win%lld,%lld",
+                 (long long)s->window_left, (long long)s->window_right);
+    snprintf(buf, size, "B%lld H%lld/%lld Lq%lld Lk%lld D%lld%s%s %s",
              (long long)s->batch, (long long)s->heads, (long long)s->kv_heads,
              (long long)s->lq, (long long)s->lk, (long long)s->dim,
-             s->causal ? " causal" : "", dtype_name(s->kv_dtype));
+             s->causal ? " causal" : "", window, dtype_name(s->kv_dtype));
 }
 
 static void print_header(const machine *m, const options *o)
@@ -368,6 +408,9 @@ static void print_json_shape(const result *r)
            (long long)s->batch, (long long)s->heads, (long long)s->kv_heads,
            (long long)s->lq, (long long)s->lk, (long long)s->dim,
            s->causal ? "true" : "false", dtype_name(s->kv_dtype));
+    if (s->window)
+        printf(", \"window_left\": %lld, \"window_right\": %lld",
+               (long long)s->window_left, (long long)s->window_right);
 }
 
 static void print_json_result(const result *r)
@@ -475,6 +518,9 @@ static void sdpa_case_init(sdpa_case *c, const shape *s, int threads)
                            s->batch, s->kv_heads, s->lk, s->dim);
     c->out = qkv_tensor_bhsd(out, QKV_F32, s->batch, s->heads, s->lq, s->dim);
     c->params.causal = s->causal ? QKV_CAUSAL_BOTTOM_RIGHT : QKV_CAUSAL_NONE;
+    c->params.window = s->window;
+    c->params.window_left = s->window_left;
+    c->params.window_right = s->window_right;
     c->params.num_threads = threads;
 }
 
@@ -507,7 +553,7 @@ static void run_blas(void *ctx)
 static void time_baseline(sdpa_case *c, const options *o, double *ns, double *softmax_ns)
 {
     *ns = *softmax_ns = 0.0;
-    if (!o->blas || !bench_blas_available() || c->s.kv_dtype != QKV_F32)
+    if (!o->blas || !bench_blas_available() || c->s.kv_dtype != QKV_F32 || c->s.window)
         return;
     c->blas_kt = qkv_kernels_active();
     const int64_t floats = bench_blas_scratch_floats(c->s.lq, c->s.lk);
@@ -695,19 +741,24 @@ static void bench_mha(int causal, const machine *m, const options *o)
 /* The suite                                                          */
 /* ------------------------------------------------------------------ */
 
-/* Prefill shapes of the performance targets, a small one, and decode
-   (one query against a long F32 / F16 / BF16 cache). Scalar runs only the
+/* Prefill shapes of the performance targets, a small one, decode (one
+   query against a long F32 / F16 / BF16 cache) and a sliding window. Scalar runs only the
    cheap ones unless asked for by --isa: at a few GFLOP/s the big shapes
    would take minutes. */
 static const shape default_suite[] = {
-    {1, 8, 8, 2048, 2048, 64, 0, QKV_F32},
-    {1, 8, 8, 2048, 2048, 128, 0, QKV_F32},
-    {1, 8, 8, 2048, 2048, 64, 1, QKV_F32},
-    {1, 8, 8, 2048, 2048, 64, 0, QKV_F16},
-    {1, 8, 8, 128, 128, 64, 0, QKV_F32},
-    {1, 8, 8, 1, 32768, 128, 0, QKV_F32},
-    {1, 8, 8, 1, 32768, 128, 0, QKV_F16},
-    {1, 8, 8, 1, 32768, 128, 0, QKV_BF16},
+#define HEADS8 .batch = 1, .heads = 8, .kv_heads = 8
+    {HEADS8, .lq = 2048, .lk = 2048, .dim = 64, .kv_dtype = QKV_F32},
+    {HEADS8, .lq = 2048, .lk = 2048, .dim = 128, .kv_dtype = QKV_F32},
+    {HEADS8, .lq = 2048, .lk = 2048, .dim = 64, .causal = 1, .kv_dtype = QKV_F32},
+    {HEADS8, .lq = 2048, .lk = 2048, .dim = 64, .kv_dtype = QKV_F16},
+    {HEADS8, .lq = 128, .lk = 128, .dim = 64, .kv_dtype = QKV_F32},
+    {HEADS8, .lq = 1, .lk = 32768, .dim = 128, .kv_dtype = QKV_F32},
+    {HEADS8, .lq = 1, .lk = 32768, .dim = 128, .kv_dtype = QKV_F16},
+    {HEADS8, .lq = 1, .lk = 32768, .dim = 128, .kv_dtype = QKV_BF16},
+    /* Sliding-window prefill: FLOPs over the visible keys only. */
+    {HEADS8, .lq = 8192, .lk = 8192, .dim = 64, .kv_dtype = QKV_F32,
+     .window = 1, .window_left = 256, .window_right = 0},
+#undef HEADS8
 };
 
 enum { SCALAR_FLOP_LIMIT = 1000000000 };   /* 1 GFLOP: about a second */
