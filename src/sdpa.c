@@ -46,6 +46,10 @@ enum { SPLIT_MIN_CHUNK = 2048, SPLIT_MAX_CHUNKS = 64, SPLIT_ALIGN = 256 };
 /* Tasks with at most this many query rows prefetch K and V a tile ahead. */
 enum { PREFETCH_MAX_ROWS = 16 };
 
+/* Rows per slab on tiles that some rows see only in part (a multiple of
+   the 6-row gemm and pv micro-kernels and of the 16-row softmax groups). */
+enum { SLAB_ROWS = 48 };
+
 /* A validated call, with sizes and element strides resolved. */
 typedef struct sdpa_problem {
     int64_t batch, heads, kv_heads, lq, lk, d, dv, group;
@@ -494,9 +498,11 @@ static void block_outside(const sdpa_problem *pr, int64_t b, int64_t i,
         s_row[c] = -INFINITY;
 }
 
-/* S = Qrows Kblk^T for keys j0..j0+n-1, transformed, with keys a row may
-   not see set to -INFINITY. */
-static void score_tile(const task_ctx *t, int64_t j0, int64_t n, float *s)
+/* S = Q K^T for rows [r0, r1) of the task and keys j0..j0+n-1 (into rows
+   r0..r1-1 of s), transformed, with keys a row may not see set to
+   -INFINITY unless every row sees every key (`inside`). */
+static void score_tile(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
+                       int64_t n, int inside, float *s)
 {
     const sdpa_problem *pr = t->pr;
     const scratch_layout *lay = t->lay;
@@ -504,19 +510,24 @@ static void score_tile(const task_ctx *t, int64_t j0, int64_t n, float *s)
     const float *k = kv_rows_f32(t->kt, pr->k, pr->k_dtype, pr->k_stride,
                                  t->b, t->g, j0, n, pr->d,
                                  t->scratch + lay->k, &ldk);
-    t->kt->gemm_nt(t->rows, n, pr->d, t->scratch + lay->q, pr->d, k, ldk,
-                   NULL, s, t->bk, t->scratch + lay->gemm);
+    t->kt->gemm_nt(r1 - r0, n, pr->d, t->scratch + lay->q + r0 * pr->d, pr->d,
+                   k, ldk, NULL, s + r0 * t->bk, t->bk, t->scratch + lay->gemm);
 
-    const int inside = j0 >= t->all_lo && j0 + n <= t->all_hi;
     if (!t->transform && inside)
         return;
-    for (int64_t r = 0; r < t->rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         float *s_row = s + r * t->bk;
         if (t->transform)
             transform_row(t, r, j0, n, s_row);
         if (!inside)
             block_outside(pr, t->b, row_index(t, r), j0, n, s_row);
     }
+}
+
+/* Whether the tile of keys j0..j0+n-1 is seen whole by every row. */
+static int tile_inside(const task_ctx *t, int64_t j0, int64_t n)
+{
+    return j0 >= t->all_lo && j0 + n <= t->all_hi;
 }
 
 static void load_scaled_queries(const task_ctx *t)
@@ -580,7 +591,7 @@ static void write_weights(const task_ctx *t)
     }
     for (int64_t j0 = t->key_begin; j0 < t->key_end; j0 += t->bk) {
         const int64_t n = min64(t->bk, t->key_end - j0);
-        score_tile(t, j0, n, s);
+        score_tile(t, 0, t->rows, j0, n, tile_inside(t, j0, n), s);
         for (int64_t r = 0; r < t->rows; r++) {
             float *w = pr->weights + ((t->b * pr->heads + row_head(t, r)) * pr->lq +
                                       row_index(t, r)) * pr->lk + j0;
@@ -623,24 +634,62 @@ static void prefetch_next_tile(const task_ctx *t, int64_t j0, int64_t n)
                   t->b, t->g, j0, n, pr->dv);
 }
 
-/* The online-softmax walk over the task's keys. */
-static void walk_keys(const task_ctx *t)
+/* One online-softmax step of rows [r0, r1) over keys j0..j0+n-1. */
+static void step_rows(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
+                      int64_t n, int inside)
 {
     const sdpa_problem *pr = t->pr;
     const scratch_layout *lay = t->lay;
     float *s = t->scratch + lay->s;
+    score_tile(t, r0, r1, j0, n, inside, s);
+    t->kt->softmax_tile(r1 - r0, n, s + r0 * t->bk, t->bk,
+                        t->scratch + lay->row_max + r0,
+                        t->scratch + lay->row_sum + r0,
+                        t->scratch + lay->alpha + r0);
+    int64_t ldv;
+    const float *v = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
+                                 t->b, t->g, j0, n, pr->dv,
+                                 t->scratch + lay->v, &ldv);
+    t->kt->pv_tile(r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk, v, ldv,
+                   t->scratch + lay->alpha + r0,
+                   t->scratch + lay->acc + r0 * pr->dv, pr->dv);
+}
+
+/* A tile that some rows see only in part (the diagonal of a causal or
+   windowed task): the rows go in slabs of SLAB_ROWS, each over only the
+   keys of the tile that its rows see, so that logits every row of a slab
+   has blocked are never computed. Visibility bounds are monotonic in the
+   row index, so a slab sees [lo of its first row, hi of its last row).
+   A slab that sees no key of the tile is skipped, which is the step
+   softmax_tile would take for it (alpha = 1, nothing added). */
+static void step_slabs(const task_ctx *t, int64_t j0, int64_t n)
+{
+    const sdpa_problem *pr = t->pr;
+    for (int64_t r0 = 0; r0 < t->rows; r0 += SLAB_ROWS) {
+        const int64_t r1 = min64(t->rows, r0 + SLAB_ROWS);
+        int64_t first_lo, first_hi, last_lo, last_hi;
+        visible_keys(pr, t->b, row_index(t, r0), &first_lo, &first_hi);
+        visible_keys(pr, t->b, row_index(t, r1 - 1), &last_lo, &last_hi);
+        const int64_t begin = max64(j0, first_lo), end = min64(j0 + n, last_hi);
+        if (end <= begin)
+            continue;
+        step_rows(t, r0, r1, begin, end - begin, begin >= last_lo && end <= first_hi);
+    }
+}
+
+/* The online-softmax walk over the task's keys. Rows of several heads
+   (heads_per_task > 1) are not monotonic in visibility and take whole
+   tiles. */
+static void walk_keys(const task_ctx *t)
+{
     for (int64_t j0 = t->key_begin; j0 < t->key_end; j0 += t->bk) {
         const int64_t n = min64(t->bk, t->key_end - j0);
         prefetch_next_tile(t, j0 + t->bk, t->bk);
-        score_tile(t, j0, n, s);
-        t->kt->softmax_tile(t->rows, n, s, t->bk, t->scratch + lay->row_max,
-                            t->scratch + lay->row_sum, t->scratch + lay->alpha);
-        int64_t ldv;
-        const float *v = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
-                                     t->b, t->g, j0, n, pr->dv,
-                                     t->scratch + lay->v, &ldv);
-        t->kt->pv_tile(t->rows, n, pr->dv, s, t->bk, v, ldv,
-                       t->scratch + lay->alpha, t->scratch + lay->acc, pr->dv);
+        const int inside = tile_inside(t, j0, n);
+        if (inside || t->rows_per_head != t->rows)
+            step_rows(t, 0, t->rows, j0, n, inside);
+        else
+            step_slabs(t, j0, n);
     }
 }
 
