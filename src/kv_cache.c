@@ -111,7 +111,9 @@ qkv_status qkv_kv_cache_create(qkv_kv_cache **out, int64_t batch,
         return QKV_E_OVERFLOW;
 
     const int64_t header = aligned_bytes((int64_t)sizeof(qkv_kv_cache));
-    const int64_t lengths = aligned_bytes(batch * (int64_t)sizeof(int32_t));
+    int64_t length_bytes = 0;
+    const int64_t lengths = qkv_mul_ok(batch, (int64_t)sizeof(int32_t), &length_bytes)
+                                ? aligned_bytes(length_bytes) : 0;
     const int64_t k_bytes = tensor_bytes(batch, n_kv_heads, capacity, head_dim, dtype);
     const int64_t v_bytes = tensor_bytes(batch, n_kv_heads, capacity, v_dim, dtype);
     int64_t total;
