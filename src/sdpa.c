@@ -564,13 +564,14 @@ static void finish_row(const sdpa_problem *pr, int64_t b, int64_t h, int64_t i,
 {
     float *dst = pr->out + b * pr->out_stride[0] + h * pr->out_stride[1] +
                  i * pr->out_stride[2];
-    /* row_sum is 0 only if every key of the row was blocked (and no sink). */
-    const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
+    /* row_sum is 0 only if every key of the row was blocked (and no sink);
+       a NaN sum (a NaN or +inf logit) must reach out, weights and lse. */
+    const float inv = row_sum != 0.0f ? 1.0f / row_sum : 0.0f;
     for (int64_t c = 0; c < pr->dv; c++)
         dst[c] = acc[c] * inv;
     if (pr->lse) {
         const int64_t row = (b * pr->heads + h) * pr->lq + i;
-        pr->lse[row] = row_sum > 0.0f ? row_max + logf(row_sum) : -INFINITY;
+        pr->lse[row] = row_sum != 0.0f ? row_max + logf(row_sum) : -INFINITY;
     }
 }
 
@@ -595,7 +596,7 @@ static void write_weights(const task_ctx *t)
         for (int64_t r = 0; r < t->rows; r++) {
             float *w = pr->weights + ((t->b * pr->heads + row_head(t, r)) * pr->lq +
                                       row_index(t, r)) * pr->lk + j0;
-            if (row_sum[r] > 0.0f)
+            if (row_sum[r] != 0.0f)
                 t->kt->exp_shift_scale(n, s + r * t->bk, row_max[r],
                                        1.0f / row_sum[r], w);
             else

@@ -125,18 +125,6 @@ int hu_check(int cond, const char *fmt, ...)
     return cond;
 }
 
-int hu_check_todo(int cond, const char *why, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%sok %d - ", cond ? "" : "not ", ++checks_run);
-    vprintf(fmt, ap);
-    printf(" # TODO %s\n", why);
-    va_end(ap);
-    fflush(stdout);
-    return cond;
-}
-
 void hu_note(const char *fmt, ...)
 {
     va_list ap;

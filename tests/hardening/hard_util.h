@@ -55,11 +55,6 @@ int hu_isas(qkv_isa list[4]);
 /* Records one check: prints "ok N - name" or "not ok N - name". Returns
    cond. */
 int hu_check(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A check that is known to fail until a reported bug is fixed: TAP
-   "# TODO", which meson counts as an expected failure (and an unexpected
-   pass once fixed: then turn it into hu_check). */
-int hu_check_todo(int cond, const char *why, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* Prints a "# ..." diagnostic line. */
 void hu_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the plan; returns the process exit status (0: all passed). */

@@ -176,13 +176,11 @@ static void overflow_rows(const char *isa)
     hu_note("%s: overflowing row: %d of %lld outputs NaN, %d of %lld weights NaN, lse %g "
             "(reference, in double: out[0] %g)", isa, nan_out, (long long)d, nan_w,
             (long long)lk, (double)o.lse[0], o.ref_out[0]);
-    /* The outcome to document: an overflowing logit makes its row NaN,
-       never a silently wrong finite value. out is NaN; weights and lse
-       should be NaN too, but src/sdpa.c treats a NaN row sum like a fully
-       blocked row there (weights 0, lse -INFINITY): reported. */
+    /* The documented outcome: an overflowing logit makes its row NaN in
+       out, weights and lse, never a silently wrong finite value and never
+       the look of a fully blocked row. */
     hu_check(nan_out == d, "%s: the overflowing row's output is NaN, not silently finite", isa);
-    hu_check_todo(nan_w == lk && isnan(o.lse[0]), "sdpa.c: NaN row sum taken as blocked",
-                  "%s: its weights and lse are NaN too", isa);
+    hu_check(nan_w == lk && isnan(o.lse[0]), "%s: its weights and lse are NaN too", isa);
     outcome_free(&o);
     problem_free(&pr);
 }
