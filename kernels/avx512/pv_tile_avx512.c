@@ -14,6 +14,9 @@
  * rescaled by alpha when it is loaded for the first chunk, so each element
  * still sees alpha * acc first and then the keys in order.
  *
+ * A single row (m = 1, decoding) takes up to 128 columns per pass instead
+ * (8 accumulators), so each row of V, streamed from memory, is loaded once.
+ *
  * Tails: dv % 16 columns use masked loads of V and masked loads/stores of
  * acc; nothing outside the m x dv block of acc is touched, and V is read
  * only in its first dv columns. No alignment requirement.
@@ -24,6 +27,8 @@
 #define LANES QKV_AVX512_LANES
 #define PV_ROWS 6
 #define PV_VECS 4
+#define ROW_M 1       /* up to this many rows: pv_one_row */
+#define ROW_VECS 8
 #define PV_KEYS 128   /* keys per chunk: 128 rows of V (32 KB at dv = 64) */
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -106,11 +111,42 @@ static void pv_columns(int vecs, int64_t m, int64_t n,
     }
 }
 
+/* One row (decoding): acc row i over keys 0..n-1 for up to 128 columns
+   at once (cols of them), so each row of V is loaded exactly once. */
+static void pv_one_row(int64_t n, int64_t cols, const float *p,
+                       const float *v, int64_t ldv, float alpha, float *acc)
+{
+    const int vecs = (int)((cols + LANES - 1) / LANES);
+    __mmask16 lanes[ROW_VECS];
+    __m512 sum[ROW_VECS];
+    for (int c = 0; c < ROW_VECS; c++) {
+        lanes[c] = c < vecs ? qkv_lanes_avx512(cols - c * LANES) : 0;
+        sum[c] = _mm512_mul_ps(_mm512_set1_ps(alpha),
+                               _mm512_maskz_loadu_ps(lanes[c], acc + c * LANES));
+    }
+    for (int64_t j = 0; j < n; j++) {
+        const __m512 w = _mm512_set1_ps(p[j]);
+        for (int c = 0; c < ROW_VECS; c++)
+            sum[c] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(lanes[c], v + j * ldv + c * LANES),
+                                     sum[c]);
+    }
+    for (int c = 0; c < ROW_VECS; c++)
+        _mm512_mask_storeu_ps(acc + c * LANES, lanes[c], sum[c]);
+}
+
 void qkv_pv_tile_avx512(int64_t m, int64_t n, int64_t dv,
                         const float *p, int64_t ldp,
                         const float *v, int64_t ldv,
                         const float *alpha, float *acc, int64_t ldacc)
 {
+    if (m <= ROW_M) {
+        /* Decoding: V streams from memory once; whole rows per pass. */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t c0 = 0; c0 < dv; c0 += ROW_VECS * LANES)
+                pv_one_row(n, dv - c0 < ROW_VECS * LANES ? dv - c0 : ROW_VECS * LANES,
+                           p + i * ldp, v + c0, ldv, alpha[i], acc + i * ldacc + c0);
+        return;
+    }
     const int64_t block = PV_VECS * LANES;
     for (int64_t c0 = 0; c0 < dv; c0 += block) {
         const int64_t cols = dv - c0 < block ? dv - c0 : block;
