@@ -12,7 +12,10 @@
  * runs over the whole tile; each step loads 16 floats of V row j,
  * broadcasts 6 weights and issues 12 FMAs. A last block of fewer than 6
  * rows re-reads its last row in the missing slots and stores only the real
- * rows. When dv is not a multiple of 16, the last dv % 16 columns take a
+ * rows. A single row (m = 1, decoding) instead takes 64 columns per pass
+ * in 8 ymm registers (16 for the rest), so each row of V, streamed from
+ * memory, is loaded once and no missing row is computed. When dv is not a
+ * multiple of 16, the last dv % 16 columns take a
  * row-by-row path with masked loads and stores. Exactly p[i][0..n-1],
  * v[j][0..dv-1], alpha[0..m-1] and acc[i][0..dv-1] are touched; any
  * alignment.
@@ -69,6 +72,38 @@ static void pv_block(int64_t rows, int64_t n, const float *p, int64_t ldp,
     }
 }
 
+/* Columns 0..8*VECS-1 of one row: acc = alpha * acc + sum_j p[j] v[j]. */
+static inline __attribute__((always_inline))
+void pv_row_cols(const int VECS, int64_t n, const float *p, const float *v,
+                 int64_t ldv, float alpha, float *acc)
+{
+    __m256 sum[8];
+    const __m256 scale = _mm256_set1_ps(alpha);
+    #pragma GCC unroll 8
+    for (int c = 0; c < VECS; c++)
+        sum[c] = _mm256_mul_ps(scale, _mm256_loadu_ps(acc + 8 * c));
+    for (int64_t j = 0; j < n; j++) {
+        const __m256 w = _mm256_broadcast_ss(p + j);
+        #pragma GCC unroll 8
+        for (int c = 0; c < VECS; c++)
+            sum[c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + j * ldv + 8 * c), sum[c]);
+    }
+    #pragma GCC unroll 8
+    for (int c = 0; c < VECS; c++)
+        _mm256_storeu_ps(acc + 8 * c, sum[c]);
+}
+
+/* Columns 0..cols-1 (a multiple of 16) of a single row. */
+static void pv_one_row(int64_t n, int64_t cols, const float *p, const float *v,
+                       int64_t ldv, float alpha, float *acc)
+{
+    int64_t c = 0;
+    for (; c + 64 <= cols; c += 64)
+        pv_row_cols(8, n, p, v + c, ldv, alpha, acc + c);
+    for (; c < cols; c += PV_COLS)
+        pv_row_cols(2, n, p, v + c, ldv, alpha, acc + c);
+}
+
 /* The last cols < 16 columns of every row, 8 at a time with masks. */
 static void pv_column_tail(int64_t m, int64_t n, int64_t cols,
                            const float *p, int64_t ldp,
@@ -96,7 +131,9 @@ void qkv_pv_tile_avx2(int64_t m, int64_t n, int64_t dv,
                       const float *alpha, float *acc, int64_t ldacc)
 {
     const int64_t full_cols = dv / PV_COLS * PV_COLS;
-    for (int64_t i = 0; i < m; i += PV_ROWS)
+    if (m == 1 && full_cols > 0)
+        pv_one_row(n, full_cols, p, v, ldv, alpha[0], acc);
+    for (int64_t i = 0; i < m && m > 1; i += PV_ROWS)
         for (int64_t c = 0; c < full_cols; c += PV_COLS)
             pv_block(m - i < PV_ROWS ? m - i : PV_ROWS, n,
                      p + i * ldp, ldp, v + c, ldv, alpha + i,
