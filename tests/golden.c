@@ -395,60 +395,91 @@ static float sdpa_scale_param(const golden_case *c, int64_t D)
     return scale == dflt ? 0.0f : scale;
 }
 
-static int run_sdpa(const golden_case *c, int num_threads, golden_result *r)
-{
+/* The inputs of an sdpa case as the library takes them: float arrays,
+   BHSD views, the [Lq, Lk] mask broadcast over batch and heads with
+   stride 0, and the parameters (no outputs). */
+typedef struct sdpa_inputs {
     sdpa_dims d;
-    const golden_tensor *want_out = golden_tensor_get(c, "out");
-    const golden_tensor *want_w = golden_tensor_get(c, "weights");
-    if (sdpa_dims_of(c, &d) || !want_out || !want_w)
+    const golden_tensor *want_out, *want_w;
+    float *q, *k, *v, *mask;
+    int32_t *kv_len;
+    qkv_tensor tq, tk, tv, tmask;
+    qkv_sdpa_params p;
+} sdpa_inputs;
+
+static void sdpa_inputs_free(sdpa_inputs *in)
+{
+    free(in->q); free(in->k); free(in->v); free(in->mask); free(in->kv_len);
+}
+
+/* 0, or -1 (with nothing left to free) if the case is malformed or memory
+   runs out. The views point into *in: do not copy it. */
+static int sdpa_inputs_load(const golden_case *c, sdpa_inputs *in)
+{
+    memset(in, 0, sizeof *in);
+    sdpa_dims *d = &in->d;
+    in->want_out = golden_tensor_get(c, "out");
+    in->want_w = golden_tensor_get(c, "weights");
+    if (sdpa_dims_of(c, d) || !in->want_out || !in->want_w)
         return -1;
     const int has_mask = golden_int(c, "has_mask", 0) != 0;
     const int has_kv_len = golden_int(c, "has_kv_len", 0) != 0;
-    const int64_t rows = d.B * d.H * d.Lq;
+    in->q = to_floats(golden_tensor_get(c, "q"));
+    in->k = to_floats(golden_tensor_get(c, "k"));
+    in->v = to_floats(golden_tensor_get(c, "v"));
+    in->mask = has_mask ? to_floats(golden_tensor_get(c, "mask")) : NULL;
+    in->kv_len = has_kv_len ? to_int32s(golden_tensor_get(c, "kv_len")) : NULL;
+    if (!in->q || !in->k || !in->v || (has_mask && !in->mask) ||
+        (has_kv_len && !in->kv_len)) {
+        sdpa_inputs_free(in);
+        return -1;
+    }
+    in->tq = qkv_tensor_bhsd(in->q, QKV_F32, d->B, d->H, d->Lq, d->D);
+    in->tk = qkv_tensor_bhsd(in->k, QKV_F32, d->B, d->Hkv, d->Lk, d->D);
+    in->tv = qkv_tensor_bhsd(in->v, QKV_F32, d->B, d->Hkv, d->Lk, d->Dv);
+    in->tmask = (qkv_tensor){.data = in->mask, .dtype = QKV_F32,
+                             .shape = {d->B, d->H, d->Lq, d->Lk},
+                             .stride = {0, 0, d->Lk, 1}};
+    in->p = (qkv_sdpa_params){
+        .scale = sdpa_scale_param(c, d->D),
+        .causal = golden_int(c, "causal", 0) ? QKV_CAUSAL_BOTTOM_RIGHT : QKV_CAUSAL_NONE,
+        .mask = has_mask ? &in->tmask : NULL,
+        .kv_len = in->kv_len,
+    };
+    return 0;
+}
 
-    float *q = to_floats(golden_tensor_get(c, "q"));
-    float *k = to_floats(golden_tensor_get(c, "k"));
-    float *v = to_floats(golden_tensor_get(c, "v"));
-    float *mask = has_mask ? to_floats(golden_tensor_get(c, "mask")) : NULL;
-    int32_t *kv_len = has_kv_len ? to_int32s(golden_tensor_get(c, "kv_len")) : NULL;
-    float *out = nan_buffer(rows * d.Dv);
-    float *weights = nan_buffer(rows * d.Lk);
+static int run_sdpa(const golden_case *c, int num_threads, golden_result *r)
+{
+    sdpa_inputs in;
+    if (sdpa_inputs_load(c, &in))
+        return -1;
+    const int64_t rows = in.d.B * in.d.H * in.d.Lq;
+    float *out = nan_buffer(rows * in.d.Dv);
+    float *weights = nan_buffer(rows * in.d.Lk);
     float *lse = nan_buffer(rows);
     double *want_lse = malloc((size_t)rows * sizeof *want_lse);
     int rc = -1;
-    if (!q || !k || !v || (has_mask && !mask) || (has_kv_len && !kv_len) ||
-        !out || !weights || !lse || !want_lse)
+    if (!out || !weights || !lse || !want_lse)
         goto done;
 
-    qkv_tensor tq = qkv_tensor_bhsd(q, QKV_F32, d.B, d.H, d.Lq, d.D);
-    qkv_tensor tk = qkv_tensor_bhsd(k, QKV_F32, d.B, d.Hkv, d.Lk, d.D);
-    qkv_tensor tv = qkv_tensor_bhsd(v, QKV_F32, d.B, d.Hkv, d.Lk, d.Dv);
-    qkv_tensor tout = qkv_tensor_bhsd(out, QKV_F32, d.B, d.H, d.Lq, d.Dv);
-    /* The [Lq, Lk] mask, broadcast over batch and heads with stride 0. */
-    qkv_tensor tmask = {.data = mask, .dtype = QKV_F32,
-                        .shape = {d.B, d.H, d.Lq, d.Lk},
-                        .stride = {0, 0, d.Lk, 1}};
-    qkv_sdpa_params p = {
-        .scale = sdpa_scale_param(c, d.D),
-        .causal = golden_int(c, "causal", 0) ? QKV_CAUSAL_BOTTOM_RIGHT : QKV_CAUSAL_NONE,
-        .mask = has_mask ? &tmask : NULL,
-        .kv_len = kv_len,
-        .weights = weights,
-        .lse = lse,
-        .num_threads = num_threads,
-    };
-    r->status = (int)qkv_sdpa(&tq, &tk, &tv, &tout, &p);
+    qkv_tensor tout = qkv_tensor_bhsd(out, QKV_F32, in.d.B, in.d.H, in.d.Lq, in.d.Dv);
+    qkv_sdpa_params p = in.p;
+    p.weights = weights;
+    p.lse = lse;
+    p.num_threads = num_threads;
+    r->status = (int)qkv_sdpa(&in.tq, &in.tk, &in.tv, &tout, &p);
     if (r->status != QKV_OK)
         goto done;
     /* The files carry no lse: recompute it in double from the inputs. */
-    if (ref_sdpa(&tq, &tk, &tv, &p, NULL, NULL, want_lse))
+    if (ref_sdpa(&in.tq, &in.tk, &in.tv, &p, NULL, NULL, want_lse))
         goto done;
-    compare("out", out, want_out->data, rows * d.Dv, r);
-    compare("weights", weights, want_w->data, rows * d.Lk, r);
+    compare("out", out, in.want_out->data, rows * in.d.Dv, r);
+    compare("weights", weights, in.want_w->data, rows * in.d.Lk, r);
     compare("lse", lse, want_lse, rows, r);
     rc = 0;
 done:
-    free(q); free(k); free(v); free(mask); free(kv_len);
+    sdpa_inputs_free(&in);
     free(out); free(weights); free(lse); free(want_lse);
     return rc;
 }
@@ -555,43 +586,22 @@ int golden_run(const golden_case *c, int num_threads, golden_result *r)
 
 static int ref_sdpa_case(const golden_case *c, golden_result *r)
 {
-    sdpa_dims d;
-    const golden_tensor *want_out = golden_tensor_get(c, "out");
-    const golden_tensor *want_w = golden_tensor_get(c, "weights");
-    if (sdpa_dims_of(c, &d) || !want_out || !want_w)
+    sdpa_inputs in;
+    if (sdpa_inputs_load(c, &in))
         return -1;
-    const int has_mask = golden_int(c, "has_mask", 0) != 0;
-    const int has_kv_len = golden_int(c, "has_kv_len", 0) != 0;
-    const int64_t rows = d.B * d.H * d.Lq;
-    float *q = to_floats(golden_tensor_get(c, "q"));
-    float *k = to_floats(golden_tensor_get(c, "k"));
-    float *v = to_floats(golden_tensor_get(c, "v"));
-    float *mask = has_mask ? to_floats(golden_tensor_get(c, "mask")) : NULL;
-    int32_t *kv_len = has_kv_len ? to_int32s(golden_tensor_get(c, "kv_len")) : NULL;
-    double *out = malloc((size_t)(rows * d.Dv) * sizeof *out);
-    double *weights = malloc((size_t)(rows * d.Lk) * sizeof *weights);
+    const int64_t rows = in.d.B * in.d.H * in.d.Lq;
+    double *out = malloc((size_t)(rows * in.d.Dv) * sizeof *out);
+    double *weights = malloc((size_t)(rows * in.d.Lk) * sizeof *weights);
     int rc = -1;
-    if (!q || !k || !v || (has_mask && !mask) || (has_kv_len && !kv_len) || !out || !weights)
-        goto done;
-    qkv_tensor tq = qkv_tensor_bhsd(q, QKV_F32, d.B, d.H, d.Lq, d.D);
-    qkv_tensor tk = qkv_tensor_bhsd(k, QKV_F32, d.B, d.Hkv, d.Lk, d.D);
-    qkv_tensor tv = qkv_tensor_bhsd(v, QKV_F32, d.B, d.Hkv, d.Lk, d.Dv);
-    qkv_tensor tmask = {.data = mask, .dtype = QKV_F32,
-                        .shape = {1, 1, d.Lq, d.Lk}, .stride = {0, 0, d.Lk, 1}};
-    qkv_sdpa_params p = {
-        .scale = sdpa_scale_param(c, d.D),
-        .causal = golden_int(c, "causal", 0) ? QKV_CAUSAL_BOTTOM_RIGHT : QKV_CAUSAL_NONE,
-        .mask = has_mask ? &tmask : NULL,
-        .kv_len = kv_len,
-    };
-    if (ref_sdpa(&tq, &tk, &tv, &p, out, weights, NULL))
+    if (!out || !weights || ref_sdpa(&in.tq, &in.tk, &in.tv, &in.p, out, weights, NULL))
         goto done;
     r->status = QKV_OK;
-    compare_scaled("out", NULL, out, want_out->data, rows * d.Dv, REF_TOL_SCALE, r);
-    compare_scaled("weights", NULL, weights, want_w->data, rows * d.Lk, REF_TOL_SCALE, r);
+    compare_scaled("out", NULL, out, in.want_out->data, rows * in.d.Dv, REF_TOL_SCALE, r);
+    compare_scaled("weights", NULL, weights, in.want_w->data, rows * in.d.Lk, REF_TOL_SCALE, r);
     rc = 0;
 done:
-    free(q); free(k); free(v); free(mask); free(kv_len); free(out); free(weights);
+    sdpa_inputs_free(&in);
+    free(out); free(weights);
     return rc;
 }
 
