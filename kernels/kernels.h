@@ -86,6 +86,29 @@ typedef struct qkv_kernels {
        inf, NaN and subnormals are preserved. */
     void (*cvt_f16_f32)(int64_t n, const uint16_t *src, float *dst);
     void (*cvt_bf16_f32)(int64_t n, const uint16_t *src, float *dst);
+
+    /* gemm_nt in two steps, so that a block of B packed once serves many
+       rows of A (and many calls). pack_nt copies the n x k block of B
+       (B[j*ldb + p], j < n, p < k) into `packed` in this table's own
+       layout: at most QKV_GEMM_SCRATCH_FLOATS(n, k) floats, `packed`
+       QKV_SCRATCH_ALIGN-aligned. Only this table's gemm_packed, with the
+       same n and k, may read the result. */
+    void (*pack_nt)(int64_t n, int64_t k, const float *b, int64_t ldb,
+                    float *packed);
+
+    /* C = A * B^T (+ bias) from a block of B packed by pack_nt(n, k, ...):
+         accumulate == 0: C[i*ldc + j] = sum_{p<k} A[i*lda + p] * B[j][p]
+         accumulate != 0: C[i*ldc + j] = C[i*ldc + j] + sum_{p<k} ...
+       for i < m, j < n; the sum runs in order p = 0..k-1 and, with
+       accumulate, continues from C's value, so splitting k into blocks
+       (accumulate on every block but the first) gives the same result as
+       one call. Then bias[j] is added when bias is not NULL, in both
+       modes: pass it with the last block of k only. Any m >= 1 (no
+       small-m special case: small m is gemm_nt's business). */
+    void (*gemm_packed)(int64_t m, int64_t n, int64_t k,
+                        const float *a, int64_t lda, const float *packed,
+                        const float *bias, int accumulate,
+                        float *c, int64_t ldc);
 } qkv_kernels;
 
 /* The tables. Only those of the ISAs this build compiles exist. */

@@ -436,6 +436,168 @@ static void test_gemm(const qkv_kernels *kt, const qkv_kernels *twin)
 }
 
 /* ------------------------------------------------------------------ */
+/* pack_nt + gemm_packed                                              */
+/* ------------------------------------------------------------------ */
+
+/* Scratch for one packed n x k block, followed by canaries that must
+   survive pack_nt; QKV_SCRATCH_ALIGN-aligned. */
+#define PACK_CANARIES 32
+
+static float *packed_alloc(int64_t n, int64_t k)
+{
+    const int64_t floats = QKV_GEMM_SCRATCH_FLOATS(n, k);
+    float *packed = aligned_alloc(QKV_SCRATCH_ALIGN,
+        (size_t)((floats + PACK_CANARIES + 15) / 16 * 16) * sizeof(float));
+    if (!packed) {
+        fprintf(stderr, "out of memory\n");
+        exit(99);
+    }
+    for (int64_t i = 0; i < floats + PACK_CANARIES; i++)
+        packed[i] = i < floats ? NAN : -7.0f;   /* NaN: unpacked floats show */
+    return packed;
+}
+
+static int packed_intact(const float *packed, int64_t n, int64_t k)
+{
+    const int64_t floats = QKV_GEMM_SCRATCH_FLOATS(n, k);
+    for (int64_t i = 0; i < PACK_CANARIES; i++)
+        if (packed[floats + i] != -7.0f) {
+            note("pack_nt wrote past QKV_GEMM_SCRATCH_FLOATS(%lld, %lld)",
+                 (long long)n, (long long)k);
+            return 0;
+        }
+    return 1;
+}
+
+/* C (initial values c0, row stride ldc) through pack_nt + gemm_packed of
+   table kt, k split at k_split (0: one call): the blocks of k are packed
+   separately and all but the first accumulate; bias goes with the last. */
+static void packed_run(const qkv_kernels *kt, int64_t m, int64_t n, int64_t k,
+                       int64_t k_split, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, const float *bias,
+                       int accumulate, const float *c0, out_buf *o, worst *w)
+{
+    const int64_t ldc = n + 5;
+    float *c = out_alloc(o, m, n, ldc);
+    for (int64_t i = 0; i < m; i++)
+        memcpy(c + i * ldc, c0 + i * n, (size_t)n * sizeof(float));
+    out_snapshot(o);
+
+    const int64_t k0 = k_split > 0 ? k_split : k;
+    float *first = packed_alloc(n, k0);
+    kt->pack_nt(n, k0, b, ldb, first);
+    int ok = packed_intact(first, n, k0);
+    kt->gemm_packed(m, n, k0, a, lda, first, k0 == k ? bias : NULL,
+                    accumulate, c, ldc);
+    if (k0 < k) {
+        float *second = packed_alloc(n, k - k0);
+        kt->pack_nt(n, k - k0, b + k0, ldb, second);
+        ok &= packed_intact(second, n, k - k0);
+        kt->gemm_packed(m, n, k - k0, a + k0, lda, second, bias, 1, c, ldc);
+        free(second);
+    }
+    free(first);
+    ok &= out_intact(o, "gemm_packed C");
+    if (!ok)
+        w->failures++;
+}
+
+/* One shape: the kernel vs the double reference and the scalar twin, and
+   (where k > 1) k split in two vs one call, which must agree bit for bit
+   (gemm_packed's contract). */
+static void packed_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                        int64_t m, int64_t n, int64_t k, int with_bias,
+                        int accumulate, worst *w)
+{
+    const int64_t lda = k + 3, ldb = k + 1;
+    input_buf ia, ib, ibias;
+    float *a = input_floats(&ia, (m - 1) * lda + k);
+    float *b = input_floats(&ib, (n - 1) * ldb + k);
+    float *bias = with_bias ? input_floats(&ibias, n) : NULL;
+    fill_uniform(a, (m - 1) * lda + k, -1.0f, 1.0f);
+    fill_uniform(b, (n - 1) * ldb + k, -1.0f, 1.0f);
+    if (bias)
+        fill_uniform(bias, n, -1.0f, 1.0f);
+    input_seal(&ia);
+    input_seal(&ib);
+    if (bias)
+        input_seal(&ibias);
+    /* Without accumulate C's old values must not matter: NaN shows it. */
+    float *c0 = malloc((size_t)(m * n) * sizeof(float));
+    if (!c0) {
+        fprintf(stderr, "out of memory\n");
+        exit(99);
+    }
+    for (int64_t i = 0; i < m * n; i++)
+        c0[i] = accumulate ? rng_uniform(-4.0f, 4.0f) : NAN;
+
+    out_buf got, twin_out, split;
+    packed_run(kt, m, n, k, 0, a, lda, b, ldb, bias, accumulate, c0, &got, w);
+    packed_run(twin, m, n, k, 0, a, lda, b, ldb, bias, accumulate, c0, &twin_out, w);
+    const int64_t k_split = k > 1 ? (k / 2 + 7) / 8 * 8 : 0;
+    if (k_split > 0 && k_split < k)
+        packed_run(kt, m, n, k, k_split, a, lda, b, ldb, bias, accumulate, c0,
+                   &split, w);
+
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            const double start = accumulate ? c0[i * n + j] : 0.0;
+            double dot = start + (bias ? bias[j] : 0.0);
+            double mag = fabs(start) + (bias ? fabs(bias[j]) : 0.0);
+            for (int64_t p = 0; p < k; p++) {
+                dot += (double)a[i * lda + p] * b[j * ldb + p];
+                mag += fabs((double)a[i * lda + p] * b[j * ldb + p]);
+            }
+            const double tol = (double)(k + 3) * FLT_EPSILON * mag + FLT_MIN;
+            const float c = got.data[i * got.ld + j];
+            check_close(w, c, dot, tol, "gemm_packed vs double", i, j);
+            check_close(w, c, twin_out.data[i * got.ld + j], 2 * tol,
+                        "gemm_packed vs scalar", i, j);
+            if (k_split > 0 && k_split < k &&
+                !same_float(split.data[i * got.ld + j], c)) {
+                note("gemm_packed, k %lld split at %lld: [%lld][%lld] %.9g, one call %.9g",
+                     (long long)k, (long long)k_split, (long long)i, (long long)j,
+                     split.data[i * got.ld + j], c);
+                w->failures++;
+            }
+        }
+    w->cases++;
+    if (k_split > 0 && k_split < k)
+        out_free(&split);
+    out_free(&got);
+    out_free(&twin_out);
+    free(c0);
+    input_free(&ia);
+    input_free(&ib);
+    if (bias)
+        input_free(&ibias);
+}
+
+/* Every row count of the micro-kernels (1..13: two 6-row tiles and a
+   tail), columns and depths around the panel widths (16 floats on x86,
+   8 on NEON) and the sizes the drivers use (64, 128, 256, 512); each shape
+   with and without bias and accumulate. --quick keeps the odd row counts
+   and drops k = 512. */
+static void test_gemm_packed(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    static const int64_t ns[] = {1, 15, 16, 17, 63, 64, 65, 128};
+    static const int64_t ks[] = {1, 15, 16, 17, 64, 128, 256, 512};
+    worst w = {0};
+    tap_begin(kt->isa, "gemm_packed");
+    for (int64_t m = 1; m <= 13; m += quick_mode ? 2 : 1)
+        for (size_t y = 0; y < sizeof ns / sizeof ns[0]; y++)
+            for (size_t z = 0; z < sizeof ks / sizeof ks[0]; z++) {
+                if (quick_mode && ks[z] > 256)
+                    continue;
+                for (int mode = 0; mode < 4; mode++)
+                    packed_case(kt, twin, m, ns[y], ks[z], mode & 1, mode >> 1, &w);
+            }
+    tap_result(w.failures == 0,
+               "%s pack_nt + gemm_packed: %lld shapes vs double and scalar, k split, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
+}
+
+/* ------------------------------------------------------------------ */
 /* pv_tile                                                            */
 /* ------------------------------------------------------------------ */
 
@@ -1038,9 +1200,10 @@ static void check_isa(qkv_isa isa)
     tap_begin(isa, "table");
     tap_result(kt->isa == isa && kt->block_q > 0 && kt->block_k > 0 && kt->gemm_nt &&
                kt->softmax_tile && kt->pv_tile && kt->exp_shift_scale &&
-               kt->cvt_f16_f32 && kt->cvt_bf16_f32,
+               kt->cvt_f16_f32 && kt->cvt_bf16_f32 && kt->pack_nt && kt->gemm_packed,
                "%s table is complete", qkv_isa_name(isa));
     test_gemm(kt, twin);
+    test_gemm_packed(kt, twin);
     test_pv(kt, twin);
     test_softmax(kt, twin);
     test_exp_shift_scale(kt);

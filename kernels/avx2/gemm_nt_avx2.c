@@ -19,6 +19,12 @@
  * C[i][0..n-1] written; A, B, bias and C may have any alignment (the
  * scratch is QKV_SCRATCH_ALIGN-aligned).
  *
+ * qkv_pack_nt_avx2 (all panels) and qkv_gemm_packed_avx2 (the micro-kernel
+ * over them; with accumulate its 12 accumulators start from C, so a k
+ * split into blocks sums in the same order as one call) are the two halves
+ * on their own, for callers that reuse a packed block; twins
+ * qkv_pack_nt_scalar and qkv_gemm_packed_scalar.
+ *
  * Small m (m <= SMALL_M, as in decoding): packing B would cost more than
  * the product, so each dot product is computed straight from the rows of A
  * and B, 8 partial sums per (row, key) in a ymm accumulator over p, reduced
@@ -101,18 +107,36 @@ static void store_row(__m256 lo, __m256 hi, const float *bias, int64_t cols,
     qkv_tail_store_avx2(c + 8, mask_hi, hi);
 }
 
-/* C[0..rows-1][0..cols-1] = A[0..rows-1] * panel (+ bias). */
+/* Loads one row of a block, c[0..cols-1], into lo and hi (zero past cols). */
+static void load_row(const float *c, int64_t cols, __m256 *lo, __m256 *hi)
+{
+    if (cols == NR) {
+        *lo = _mm256_loadu_ps(c);
+        *hi = _mm256_loadu_ps(c + 8);
+        return;
+    }
+    *lo = qkv_tail_load_avx2(c, qkv_tail_mask_avx2(cols < 8 ? cols : 8));
+    *hi = qkv_tail_load_avx2(c + 8, qkv_tail_mask_avx2(cols > 8 ? cols - 8 : 0));
+}
+
+/* C[0..rows-1][0..cols-1] = A[0..rows-1] * panel (+ bias); with accumulate
+   the sums start from C instead of zero. */
 static void gemm_block(int64_t rows, int64_t cols, int64_t k,
                        const float *a, int64_t lda, const float *panel,
-                       const float *bias, float *c, int64_t ldc)
+                       const float *bias, int accumulate, float *c, int64_t ldc)
 {
     const float *a_row[MR];
     __m256 lo[MR], hi[MR];
     #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
-        a_row[r] = a + (r < rows ? r : rows - 1) * lda;
-        lo[r] = _mm256_setzero_ps();
-        hi[r] = _mm256_setzero_ps();
+        const int64_t row = r < rows ? r : rows - 1;
+        a_row[r] = a + row * lda;
+        if (accumulate) {
+            load_row(c + row * ldc, cols, &lo[r], &hi[r]);
+        } else {
+            lo[r] = _mm256_setzero_ps();
+            hi[r] = _mm256_setzero_ps();
+        }
     }
     /* Unrolled so that loop overhead takes fewer issue slots from the
        FMA ports. */
@@ -131,6 +155,16 @@ static void gemm_block(int64_t rows, int64_t cols, int64_t k,
     for (int r = 0; r < MR; r++)
         if (r < rows)
             store_row(lo[r], hi[r], bias, cols, c + r * ldc);
+}
+
+/* All m rows of C for one panel of `cols` (<= 16) columns. */
+static void panel_rows(int64_t m, int64_t cols, int64_t k,
+                       const float *a, int64_t lda, const float *panel,
+                       const float *bias, int accumulate, float *c, int64_t ldc)
+{
+    for (int64_t i0 = 0; i0 < m; i0 += MR)
+        gemm_block(m - i0 < MR ? m - i0 : MR, cols, k, a + i0 * lda, lda,
+                   panel, bias, accumulate, c + i0 * ldc, ldc);
 }
 
 /* The four horizontal sums of a, b, c, d, in that order. */
@@ -216,12 +250,31 @@ void qkv_gemm_nt_avx2(int64_t m, int64_t n, int64_t k,
         gemm_small_m(m, n, k, a, lda, b, ldb, bias, c, ldc);
         return;
     }
+    /* Each panel packed just before its use, so it is in L1 for all rows. */
     for (int64_t j0 = 0; j0 < n; j0 += NR) {
         const int64_t cols = n - j0 < NR ? n - j0 : NR;
         float *panel = scratch + j0 * k;
         pack_panel(cols, k, b + j0 * ldb, ldb, panel);
-        for (int64_t i0 = 0; i0 < m; i0 += MR)
-            gemm_block(m - i0 < MR ? m - i0 : MR, cols, k, a + i0 * lda, lda,
-                       panel, bias ? bias + j0 : NULL, c + i0 * ldc + j0, ldc);
+        panel_rows(m, cols, k, a, lda, panel, bias ? bias + j0 : NULL, 0,
+                   c + j0, ldc);
     }
+}
+
+/* Layout: ceil(n/16) panels of 16*k floats, panel q at packed + 16*q*k,
+   panel[p*16 + jj] = B[16q + jj][p], zero past row n. */
+void qkv_pack_nt_avx2(int64_t n, int64_t k, const float *b, int64_t ldb,
+                      float *packed)
+{
+    for (int64_t j0 = 0; j0 < n; j0 += NR)
+        pack_panel(n - j0 < NR ? n - j0 : NR, k, b + j0 * ldb, ldb, packed + j0 * k);
+}
+
+void qkv_gemm_packed_avx2(int64_t m, int64_t n, int64_t k,
+                          const float *a, int64_t lda, const float *packed,
+                          const float *bias, int accumulate,
+                          float *c, int64_t ldc)
+{
+    for (int64_t j0 = 0; j0 < n; j0 += NR)
+        panel_rows(m, n - j0 < NR ? n - j0 : NR, k, a, lda, packed + j0 * k,
+                   bias ? bias + j0 : NULL, accumulate, c + j0, ldc);
 }

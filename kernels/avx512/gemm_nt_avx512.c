@@ -17,6 +17,12 @@
  *    24 FMAs; 12x32 and 8x48 measured slower). The 4 panels (64*k floats)
  *    stay in L1 while all rows of A pass.
  *
+ * qkv_pack_nt_avx512 is step 1 alone and qkv_gemm_packed_avx512 step 2
+ * alone (the ops table's pack_nt and gemm_packed; twins
+ * qkv_pack_nt_scalar and qkv_gemm_packed_scalar): with accumulate, the 24
+ * accumulators start from C (masked loads) instead of zero, so a k split
+ * into blocks sums in the same order as one call.
+ *
  * Small m (m <= SMALL_M, as in decoding: one query row against a block of
  * keys): packing B would cost more than the product, so each dot product
  * is computed straight from the rows of A and B: 16 partial sums per
@@ -122,18 +128,23 @@ static void pack_panel(const float *b, int64_t ldb, int64_t rows, int64_t k,
 /* ------------------------------------------------------------------ */
 
 /* C rows 0..ROWS-1, columns 0..cols-1 (cols <= PANELS*16) from ROWS rows
-   of A and PANELS packed panels (panel_floats apart). ROWS and PANELS are
-   compile-time constants at every call, so acc lives in registers. */
+   of A and PANELS packed panels (panel_floats apart); with accumulate the
+   sums start from C instead of zero. ROWS and PANELS are compile-time
+   constants at every call, so acc lives in registers. */
 static ALWAYS_INLINE void micro_tile(const int ROWS, const int PANELS,
                                      int64_t k, const float *a, int64_t lda,
                                      const float *panel, int64_t panel_floats,
-                                     const float *bias, float *c, int64_t ldc,
-                                     int64_t cols)
+                                     const float *bias, int accumulate,
+                                     float *c, int64_t ldc, int64_t cols)
 {
     __m512 acc[MICRO_ROWS][MICRO_PANELS];
-    for (int i = 0; i < ROWS; i++)
-        for (int v = 0; v < PANELS; v++)
-            acc[i][v] = _mm512_setzero_ps();
+    for (int v = 0; v < PANELS; v++) {
+        const __mmask16 lanes = qkv_lanes_avx512(cols - v * LANES);
+        for (int i = 0; i < ROWS; i++)
+            acc[i][v] = accumulate
+                ? _mm512_maskz_loadu_ps(lanes, c + i * ldc + v * LANES)
+                : _mm512_setzero_ps();
+    }
 
     for (int64_t p = 0; p < k; p++) {
         __m512 bv[MICRO_PANELS];
@@ -161,16 +172,16 @@ static ALWAYS_INLINE void micro_tile(const int ROWS, const int PANELS,
 static ALWAYS_INLINE void micro_rows(int rows, const int PANELS, int64_t k,
                                      const float *a, int64_t lda,
                                      const float *panel, int64_t panel_floats,
-                                     const float *bias, float *c, int64_t ldc,
-                                     int64_t cols)
+                                     const float *bias, int accumulate,
+                                     float *c, int64_t ldc, int64_t cols)
 {
     switch (rows) {
-    case 6:  micro_tile(6, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
-    case 5:  micro_tile(5, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
-    case 4:  micro_tile(4, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
-    case 3:  micro_tile(3, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
-    case 2:  micro_tile(2, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
-    default: micro_tile(1, PANELS, k, a, lda, panel, panel_floats, bias, c, ldc, cols); break;
+    case 6:  micro_tile(6, PANELS, k, a, lda, panel, panel_floats, bias, accumulate, c, ldc, cols); break;
+    case 5:  micro_tile(5, PANELS, k, a, lda, panel, panel_floats, bias, accumulate, c, ldc, cols); break;
+    case 4:  micro_tile(4, PANELS, k, a, lda, panel, panel_floats, bias, accumulate, c, ldc, cols); break;
+    case 3:  micro_tile(3, PANELS, k, a, lda, panel, panel_floats, bias, accumulate, c, ldc, cols); break;
+    case 2:  micro_tile(2, PANELS, k, a, lda, panel, panel_floats, bias, accumulate, c, ldc, cols); break;
+    default: micro_tile(1, PANELS, k, a, lda, panel, panel_floats, bias, accumulate, c, ldc, cols); break;
     }
 }
 
@@ -178,15 +189,16 @@ static ALWAYS_INLINE void micro_rows(int rows, const int PANELS, int64_t k,
 static void column_block(int panels, int64_t m, int64_t k,
                          const float *a, int64_t lda,
                          const float *panel, int64_t panel_floats,
-                         const float *bias, float *c, int64_t ldc, int64_t cols)
+                         const float *bias, int accumulate,
+                         float *c, int64_t ldc, int64_t cols)
 {
     for (int64_t i0 = 0; i0 < m; i0 += MICRO_ROWS) {
         const int rows = (int)(m - i0 < MICRO_ROWS ? m - i0 : MICRO_ROWS);
         switch (panels) {
-        case 4: micro_rows(rows, 4, k, a + i0 * lda, lda, panel, panel_floats, bias, c + i0 * ldc, ldc, cols); break;
-        case 3: micro_rows(rows, 3, k, a + i0 * lda, lda, panel, panel_floats, bias, c + i0 * ldc, ldc, cols); break;
-        case 2: micro_rows(rows, 2, k, a + i0 * lda, lda, panel, panel_floats, bias, c + i0 * ldc, ldc, cols); break;
-        default: micro_rows(rows, 1, k, a + i0 * lda, lda, panel, panel_floats, bias, c + i0 * ldc, ldc, cols); break;
+        case 4: micro_rows(rows, 4, k, a + i0 * lda, lda, panel, panel_floats, bias, accumulate, c + i0 * ldc, ldc, cols); break;
+        case 3: micro_rows(rows, 3, k, a + i0 * lda, lda, panel, panel_floats, bias, accumulate, c + i0 * ldc, ldc, cols); break;
+        case 2: micro_rows(rows, 2, k, a + i0 * lda, lda, panel, panel_floats, bias, accumulate, c + i0 * ldc, ldc, cols); break;
+        default: micro_rows(rows, 1, k, a + i0 * lda, lda, panel, panel_floats, bias, accumulate, c + i0 * ldc, ldc, cols); break;
         }
     }
 }
@@ -288,17 +300,40 @@ void qkv_gemm_nt_avx512(int64_t m, int64_t n, int64_t k,
         gemm_small_m(m, n, k, a, lda, b, ldb, bias, c, ldc);
         return;
     }
+    qkv_pack_nt_avx512(n, k, b, ldb, scratch);
+    qkv_gemm_packed_avx512(m, n, k, a, lda, scratch, bias, 0, c, ldc);
+}
+
+/* ------------------------------------------------------------------ */
+/* The two halves, for callers that reuse a packed block              */
+/* ------------------------------------------------------------------ */
+
+/* Layout: ceil(n/16) panels of k*16 floats, panel q at packed + q*k*16,
+   panel[p*16 + jj] = B[(16q + jj)*ldb + p], zero past row n. */
+void qkv_pack_nt_avx512(int64_t n, int64_t k, const float *b, int64_t ldb,
+                        float *packed)
+{
     const int64_t panel_floats = k * LANES;
     for (int64_t j0 = 0; j0 < n; j0 += LANES) {
         const int64_t rows = n - j0 < LANES ? n - j0 : LANES;
-        pack_panel(b + j0 * ldb, ldb, rows, k, scratch + (j0 / LANES) * panel_floats);
+        pack_panel(b + j0 * ldb, ldb, rows, k, packed + (j0 / LANES) * panel_floats);
     }
+}
 
+/* Blocks of 64 columns (4 panels, L1-resident for k <= 128) outer, all
+   rows of A inner, micro-tiles of 6 x 64. */
+void qkv_gemm_packed_avx512(int64_t m, int64_t n, int64_t k,
+                            const float *a, int64_t lda, const float *packed,
+                            const float *bias, int accumulate,
+                            float *c, int64_t ldc)
+{
+    const int64_t panel_floats = k * LANES;
     const int64_t block = MICRO_PANELS * LANES;
     for (int64_t j0 = 0; j0 < n; j0 += block) {
         const int64_t cols = n - j0 < block ? n - j0 : block;
         const int panels = (int)((cols + LANES - 1) / LANES);
-        column_block(panels, m, k, a, lda, scratch + (j0 / LANES) * panel_floats,
-                     panel_floats, bias ? bias + j0 : NULL, c + j0, ldc, cols);
+        column_block(panels, m, k, a, lda, packed + (j0 / LANES) * panel_floats,
+                     panel_floats, bias ? bias + j0 : NULL, accumulate, c + j0,
+                     ldc, cols);
     }
 }

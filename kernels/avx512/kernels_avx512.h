@@ -9,6 +9,12 @@ void qkv_gemm_nt_avx512(int64_t m, int64_t n, int64_t k,
                         const float *b, int64_t ldb,
                         const float *bias,
                         float *c, int64_t ldc, float *scratch);
+void qkv_pack_nt_avx512(int64_t n, int64_t k, const float *b, int64_t ldb,
+                        float *packed);
+void qkv_gemm_packed_avx512(int64_t m, int64_t n, int64_t k,
+                            const float *a, int64_t lda, const float *packed,
+                            const float *bias, int accumulate,
+                            float *c, int64_t ldc);
 void qkv_softmax_tile_avx512(int64_t m, int64_t n, float *s, int64_t lds,
                              float *row_max, float *row_sum, float *alpha);
 void qkv_pv_tile_avx512(int64_t m, int64_t n, int64_t dv,

@@ -18,6 +18,11 @@
  * real columns are stored. A is never read past A[i][k-1], B past
  * B[n-1][k-1], bias past bias[n-1]; C is written only at i < m, j < n. Any
  * alignment.
+ *
+ * qkv_pack_nt_neon (all panels) and qkv_gemm_packed_neon (the blocks over
+ * them; with accumulate the sums start from C, so a k split into blocks
+ * sums in the same order as one call) are the two halves on their own;
+ * twins qkv_pack_nt_scalar and qkv_gemm_packed_scalar.
  */
 #include <arm_neon.h>
 #include <string.h>
@@ -43,14 +48,27 @@ static void pack_panel(int64_t cols, int64_t k, const float *b, int64_t ldb,
 
 /* A `rows` x 8 block of C (rows 1..4, a constant after inlining) from rows
    of A and one panel; bias8 holds the panel's 8 biases (zero-filled past
-   n), or is NULL for no bias; only the first `cols` columns are stored. */
+   n), or is NULL for no bias; only the first `cols` columns are read (with
+   accumulate: the sums start from C) and stored. */
 static inline __attribute__((always_inline)) void
 gemm_block(int rows, int64_t cols, int64_t k, const float *a, int64_t lda,
-           const float *panel, const float *bias8, float *c, int64_t ldc)
+           const float *panel, const float *bias8, int accumulate,
+           float *c, int64_t ldc)
 {
     float32x4_t lo[GEMM_MAX_ROWS], hi[GEMM_MAX_ROWS];
-    for (int r = 0; r < rows; r++)
-        lo[r] = hi[r] = vdupq_n_f32(0.0f);
+    for (int r = 0; r < rows; r++) {
+        if (!accumulate) {
+            lo[r] = hi[r] = vdupq_n_f32(0.0f);
+        } else if (cols == PANEL) {
+            lo[r] = vld1q_f32(c + r * ldc);
+            hi[r] = vld1q_f32(c + r * ldc + 4);
+        } else {
+            float in[PANEL] = { 0 };
+            memcpy(in, c + r * ldc, (size_t)cols * sizeof(float));
+            lo[r] = vld1q_f32(in);
+            hi[r] = vld1q_f32(in + 4);
+        }
+    }
 
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
@@ -96,6 +114,24 @@ gemm_block(int rows, int64_t cols, int64_t k, const float *a, int64_t lda,
     }
 }
 
+/* All m rows of C for one panel of `cols` (<= 8) columns. */
+static void panel_rows(int64_t m, int64_t cols, int64_t k,
+                       const float *a, int64_t lda, const float *panel,
+                       const float *bias, int accumulate, float *c, int64_t ldc)
+{
+    float bias8[PANEL] = { 0 };
+    if (bias)
+        memcpy(bias8, bias, (size_t)cols * sizeof(float));
+    const float *panel_bias = bias ? bias8 : NULL;
+    int64_t i = 0;
+    for (; i + 4 <= m; i += 4)
+        gemm_block(4, cols, k, a + i * lda, lda, panel, panel_bias, accumulate,
+                   c + i * ldc, ldc);
+    for (; i < m; i++)
+        gemm_block(1, cols, k, a + i * lda, lda, panel, panel_bias, accumulate,
+                   c + i * ldc, ldc);
+}
+
 void qkv_gemm_nt_neon(int64_t m, int64_t n, int64_t k,
                       const float *a, int64_t lda,
                       const float *b, int64_t ldb,
@@ -107,16 +143,27 @@ void qkv_gemm_nt_neon(int64_t m, int64_t n, int64_t k,
         /* Packed just before use, so the panel is in cache for all rows. */
         float *panel = scratch + j0 * k;
         pack_panel(cols, k, b + j0 * ldb, ldb, panel);
-        float bias8[PANEL] = { 0 };
-        if (bias)
-            memcpy(bias8, bias + j0, (size_t)cols * sizeof(float));
-        const float *panel_bias = bias ? bias8 : NULL;
-        int64_t i = 0;
-        for (; i + 4 <= m; i += 4)
-            gemm_block(4, cols, k, a + i * lda, lda, panel, panel_bias,
-                       c + i * ldc + j0, ldc);
-        for (; i < m; i++)
-            gemm_block(1, cols, k, a + i * lda, lda, panel, panel_bias,
-                       c + i * ldc + j0, ldc);
+        panel_rows(m, cols, k, a, lda, panel, bias ? bias + j0 : NULL, 0,
+                   c + j0, ldc);
     }
+}
+
+/* Layout: ceil(n/8) panels of 8*k floats, panel q at packed + 8*q*k,
+   panel[p*8 + jj] = B[8q + jj][p], zero past row n. */
+void qkv_pack_nt_neon(int64_t n, int64_t k, const float *b, int64_t ldb,
+                      float *packed)
+{
+    for (int64_t j0 = 0; j0 < n; j0 += PANEL)
+        pack_panel(n - j0 < PANEL ? n - j0 : PANEL, k, b + j0 * ldb, ldb,
+                   packed + j0 * k);
+}
+
+void qkv_gemm_packed_neon(int64_t m, int64_t n, int64_t k,
+                          const float *a, int64_t lda, const float *packed,
+                          const float *bias, int accumulate,
+                          float *c, int64_t ldc)
+{
+    for (int64_t j0 = 0; j0 < n; j0 += PANEL)
+        panel_rows(m, n - j0 < PANEL ? n - j0 : PANEL, k, a, lda, packed + j0 * k,
+                   bias ? bias + j0 : NULL, accumulate, c + j0, ldc);
 }
