@@ -92,11 +92,15 @@ typedef struct qkv_kernels {
        (B[j*ldb + p], j < n, p < k) into `packed` in this table's own
        layout: at most QKV_GEMM_SCRATCH_FLOATS(n, k) floats, `packed`
        QKV_SCRATCH_ALIGN-aligned. Only this table's gemm_packed, with the
-       same n and k, may read the result. */
+       same k and the same n or a smaller one, may read the result: a block
+       packed with n also serves its first n' <= n columns (every layout
+       is a sequence of fixed-width panels), which lets the attention
+       driver cache a key block once and use prefixes of it. */
     void (*pack_nt)(int64_t n, int64_t k, const float *b, int64_t ldb,
                     float *packed);
 
-    /* C = A * B^T (+ bias) from a block of B packed by pack_nt(n, k, ...):
+    /* C = A * B^T (+ bias) from a block of B packed by pack_nt(n0, k, ...)
+       with n0 >= n:
          accumulate == 0: C[i*ldc + j] = sum_{p<k} A[i*lda + p] * B[j][p]
          accumulate != 0: C[i*ldc + j] = C[i*ldc + j] + sum_{p<k} ...
        for i < m, j < n; the sum runs in order p = 0..k-1 and, with

@@ -46,6 +46,12 @@ enum { SPLIT_MIN_CHUNK = 2048, SPLIT_MAX_CHUNKS = 64, SPLIT_ALIGN = 256 };
 /* Tasks with at most this many query rows prefetch K and V a tile ahead. */
 enum { PREFETCH_MAX_ROWS = 16 };
 
+/* Tasks with at least this many query rows keep the key blocks they
+   prepare (K packed for gemm_packed; V converted or copied) for the next
+   task of the same head, each cache holding at most CACHE_MAX_FLOATS per
+   thread (blocks past it are prepared per tile, as without the cache). */
+enum { CACHE_MIN_ROWS = 16, CACHE_MAX_FLOATS = 1 << 18 };
+
 /* Rows per slab on tiles that some rows see only in part (a multiple of
    the 6-row gemm and pv micro-kernels and of the 16-row softmax groups). */
 enum { SLAB_ROWS = 48 };
@@ -378,7 +384,12 @@ static qkv_status plan_tasks(const qkv_kernels *kt, const sdpa_problem *pr,
 
 /* Offsets (in floats) of each buffer inside one thread's scratch. */
 typedef struct scratch_layout {
-    int64_t q, s, acc, k, v, gemm, row_max, row_sum, alpha, total;
+    int64_t q, s, acc, k, v, gemm, row_max, row_sum, alpha;
+    /* The block caches: k_blocks packed blocks of k_block_floats, v_blocks
+       blocks of block_k rows of V, and one ready byte per cached block. */
+    int64_t k_cache, v_cache, ready;
+    int64_t k_blocks, v_blocks, k_block_floats;
+    int64_t total;
 } scratch_layout;
 
 static int64_t round_up_floats(int64_t n)
@@ -403,10 +414,25 @@ static int needs_row_buffer(qkv_dtype dt, const int64_t stride[4], int64_t width
     return dt != QKV_F32 || rows_share_l1_sets(stride[2], width);
 }
 
+/* How many blocks of each cache a thread keeps (0: no cache). */
+static void plan_caches(const sdpa_problem *pr, int64_t rows, int64_t bk,
+                        scratch_layout *l)
+{
+    const int64_t blocks = (pr->lk + bk - 1) / bk;
+    l->k_blocks = l->v_blocks = l->k_block_floats = 0;
+    if (rows < CACHE_MIN_ROWS || pr->d > CACHE_MAX_FLOATS / bk)
+        return;   /* (the second test also keeps the sizes below small) */
+    l->k_block_floats = round_up_floats(QKV_GEMM_SCRATCH_FLOATS(bk, pr->d));
+    l->k_blocks = min64(blocks, CACHE_MAX_FLOATS / l->k_block_floats);
+    if (needs_row_buffer(pr->v_dtype, pr->v_stride, pr->dv) &&
+        pr->dv <= CACHE_MAX_FLOATS / bk)
+        l->v_blocks = min64(blocks, CACHE_MAX_FLOATS / (bk * pr->dv));
+}
+
 static qkv_status plan_scratch(const sdpa_problem *pr, int64_t rows,
                                int64_t bk, scratch_layout *l)
 {
-    int64_t sizes[9], off = 0;
+    int64_t sizes[12], off = 0;
     if (!qkv_mul_ok(rows, pr->d, &sizes[0]) || !qkv_mul_ok(rows, bk, &sizes[1]) ||
         !qkv_mul_ok(rows, pr->dv, &sizes[2]) ||
         !qkv_mul_ok(needs_row_buffer(pr->k_dtype, pr->k_stride, pr->d) ? bk : 0,
@@ -417,9 +443,15 @@ static qkv_status plan_scratch(const sdpa_problem *pr, int64_t rows,
         return QKV_E_OVERFLOW;
     sizes[5] += 64;   /* QKV_GEMM_SCRATCH_FLOATS(bk, d) */
     sizes[6] = sizes[7] = sizes[8] = rows;
-    int64_t *fields[9] = {&l->q, &l->s, &l->acc, &l->k, &l->v, &l->gemm,
-                          &l->row_max, &l->row_sum, &l->alpha};
-    for (int i = 0; i < 9; i++) {
+    plan_caches(pr, rows, bk, l);
+    sizes[9] = l->k_blocks * l->k_block_floats;
+    sizes[10] = l->v_blocks * bk * pr->dv;
+    sizes[11] = (l->k_blocks + l->v_blocks + (int64_t)sizeof(float) - 1) /
+                (int64_t)sizeof(float);
+    int64_t *fields[12] = {&l->q, &l->s, &l->acc, &l->k, &l->v, &l->gemm,
+                           &l->row_max, &l->row_sum, &l->alpha,
+                           &l->k_cache, &l->v_cache, &l->ready};
+    for (int i = 0; i < 12; i++) {
         *fields[i] = off;
         if (!qkv_add_ok(off, round_up_floats(sizes[i]), &off))
             return QKV_E_OVERFLOW;
@@ -443,6 +475,9 @@ typedef struct task_ctx {
     int transform;            /* softcap, mask or ALiBi to apply */
     float *scratch;
     const scratch_layout *lay;
+    /* The (batch, KV head) whose blocks the caches hold; -1: none. Kept
+       from one task to the next of the same thread. */
+    int64_t cache_b, cache_g;
 } task_ctx;
 
 static int64_t row_head(const task_ctx *t, int64_t r) { return t->h0 + r / t->rows_per_head; }
@@ -477,6 +512,54 @@ static const float *kv_rows_f32(const qkv_kernels *kt, const void *base,
             cvt(width, src + j * stride[2], buf + j * width);
     *ld = width;
     return buf;
+}
+
+/* ------------------------------------------------------------------ */
+/* Block caches                                                       */
+/* ------------------------------------------------------------------ */
+
+/* The tasks of a head (its query blocks) all walk the same key blocks, and
+   a thread runs several of them in a row. A block of keys that a task
+   prepares — K packed for gemm_packed, V converted to F32 or copied out of
+   rows that share L1 sets — is kept in the thread's scratch for the next
+   task of the same (batch, KV head). Which path a tile takes depends only
+   on the tile (a whole block of the blocks starting at key 0, within the
+   caches' capacity), never on what the cache holds, so results do not
+   depend on the order of tasks or the thread count. */
+
+/* Keys in the block that starts at key j0 (a multiple of block_k). */
+static int64_t block_keys(const task_ctx *t, int64_t j0)
+{
+    return min64(t->bk, t->pr->lk - j0);
+}
+
+/* Index of the cached block whose first n keys are keys j0..j0+n-1, or -1
+   if they do not start a block or it is past the cache's `blocks`. A
+   prefix of a block is enough: the diagonal slabs of a causal task and a
+   tile cut short by kv_len are such prefixes. */
+static int64_t cached_block(const task_ctx *t, int64_t j0, int64_t blocks)
+{
+    if (j0 % t->bk != 0)
+        return -1;
+    return j0 / t->bk < blocks ? j0 / t->bk : -1;
+}
+
+/* One byte per cached block, K blocks first: 1 once prepared. */
+static unsigned char *ready_flags(const task_ctx *t)
+{
+    return (unsigned char *)(t->scratch + t->lay->ready);
+}
+
+/* Empties the caches when this task is on another head than they hold. */
+static void claim_caches(task_ctx *t)
+{
+    const scratch_layout *lay = t->lay;
+    if (lay->k_blocks + lay->v_blocks == 0 ||
+        (t->cache_b == t->b && t->cache_g == t->g))
+        return;
+    memset(ready_flags(t), 0, (size_t)(lay->k_blocks + lay->v_blocks));
+    t->cache_b = t->b;
+    t->cache_g = t->g;
 }
 
 /* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1. */
@@ -523,6 +606,51 @@ static void block_outside(const sdpa_problem *pr, int64_t b, int64_t i,
         s_row[c] = -INFINITY;
 }
 
+/* Cached block blk of K (which starts at key j0), packed whole on first
+   use. */
+static const float *packed_k_block(const task_ctx *t, int64_t blk, int64_t j0)
+{
+    const sdpa_problem *pr = t->pr;
+    float *packed = t->scratch + t->lay->k_cache + blk * t->lay->k_block_floats;
+    unsigned char *ready = ready_flags(t);
+    if (!ready[blk]) {
+        const int64_t n = block_keys(t, j0);
+        int64_t ldk;
+        const float *k = kv_rows_f32(t->kt, pr->k, pr->k_dtype, pr->k_stride,
+                                     t->b, t->g, j0, n, pr->d,
+                                     t->scratch + t->lay->k, &ldk);
+        t->kt->pack_nt(n, pr->d, k, ldk, packed);
+        ready[blk] = 1;
+    }
+    return packed;
+}
+
+/* Rows j0..j0+n-1 of V as F32 (see kv_rows_f32), from the cache when they
+   form a cached block. */
+static const float *v_block_rows(const task_ctx *t, int64_t j0, int64_t n,
+                                 int64_t *ldv)
+{
+    const sdpa_problem *pr = t->pr;
+    const scratch_layout *lay = t->lay;
+    const int64_t blk = cached_block(t, j0, lay->v_blocks);
+    if (blk < 0)
+        return kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride, t->b, t->g,
+                           j0, n, pr->dv, t->scratch + lay->v, ldv);
+    float *rows = t->scratch + lay->v_cache + blk * t->bk * pr->dv;
+    unsigned char *ready = ready_flags(t) + lay->k_blocks;
+    if (!ready[blk]) {
+        int64_t ld;
+        n = block_keys(t, j0);
+        const float *src = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
+                                       t->b, t->g, j0, n, pr->dv, rows, &ld);
+        if (src != rows)   /* a single F32 row is not copied by kv_rows_f32 */
+            memcpy(rows, src, (size_t)(n * pr->dv) * sizeof *rows);
+        ready[blk] = 1;
+    }
+    *ldv = pr->dv;
+    return rows;
+}
+
 /* S = Q K^T for rows [r0, r1) of the task and keys j0..j0+n-1 (into rows
    r0..r1-1 of s), transformed, with keys a row may not see set to
    -INFINITY unless every row sees every key (`inside`). */
@@ -531,12 +659,19 @@ static void score_tile(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
 {
     const sdpa_problem *pr = t->pr;
     const scratch_layout *lay = t->lay;
-    int64_t ldk;
-    const float *k = kv_rows_f32(t->kt, pr->k, pr->k_dtype, pr->k_stride,
-                                 t->b, t->g, j0, n, pr->d,
-                                 t->scratch + lay->k, &ldk);
-    t->kt->gemm_nt(r1 - r0, n, pr->d, t->scratch + lay->q + r0 * pr->d, pr->d,
-                   k, ldk, NULL, s + r0 * t->bk, t->bk, t->scratch + lay->gemm);
+    const float *q = t->scratch + lay->q + r0 * pr->d;
+    const int64_t blk = cached_block(t, j0, lay->k_blocks);
+    if (blk >= 0) {
+        t->kt->gemm_packed(r1 - r0, n, pr->d, q, pr->d, packed_k_block(t, blk, j0),
+                           NULL, 0, s + r0 * t->bk, t->bk);
+    } else {
+        int64_t ldk;
+        const float *k = kv_rows_f32(t->kt, pr->k, pr->k_dtype, pr->k_stride,
+                                     t->b, t->g, j0, n, pr->d,
+                                     t->scratch + lay->k, &ldk);
+        t->kt->gemm_nt(r1 - r0, n, pr->d, q, pr->d, k, ldk, NULL,
+                       s + r0 * t->bk, t->bk, t->scratch + lay->gemm);
+    }
 
     if (!t->transform && inside)
         return;
@@ -673,9 +808,7 @@ static void step_rows(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
                         t->scratch + lay->row_sum + r0,
                         t->scratch + lay->alpha + r0);
     int64_t ldv;
-    const float *v = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
-                                 t->b, t->g, j0, n, pr->dv,
-                                 t->scratch + lay->v, &ldv);
+    const float *v = v_block_rows(t, j0, n, &ldv);
     t->kt->pv_tile(r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk, v, ldv,
                    t->scratch + lay->alpha + r0,
                    t->scratch + lay->acc + r0 * pr->dv, pr->dv);
@@ -817,6 +950,7 @@ static void run_task(task_ctx *t, const task_plan *tp, int64_t task,
                      float *partials)
 {
     setup_task(t, tp, task);
+    claim_caches(t);
     load_scaled_queries(t);
     start_rows(t, !tp->split);
     walk_keys(t);
@@ -870,7 +1004,7 @@ static qkv_status run(const qkv_kernels *kt, const sdpa_problem *pr)
 #endif
         float *mine = scratch + (int64_t)tid * lay.total;
         task_ctx t = {.kt = kt, .pr = pr, .bk = kt->block_k, .lay = &lay,
-                      .scratch = mine};
+                      .scratch = mine, .cache_b = -1, .cache_g = -1};
 #if QKV_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
