@@ -46,6 +46,10 @@ enum { SPLIT_MIN_CHUNK = 2048, SPLIT_MAX_CHUNKS = 64, SPLIT_ALIGN = 256 };
 /* Tasks with at most this many query rows prefetch K and V a tile ahead. */
 enum { PREFETCH_MAX_ROWS = 16 };
 
+/* Tasks with at most this many query rows read F16/BF16 K and V rows
+   straight from the tensors (kt->qk_half, kt->pv_half). */
+enum { HALF_DIRECT_MAX_ROWS = 8 };
+
 /* Rows per slab on tiles that some rows see only in part (a multiple of
    the 6-row gemm and pv micro-kernels and of the 16-row softmax groups). */
 enum { SLAB_ROWS = 48 };
@@ -479,6 +483,27 @@ static const float *kv_rows_f32(const qkv_kernels *kt, const void *base,
     return buf;
 }
 
+/* Whether the task reads K or V of type dt with the F16/BF16 kernels,
+   which widen the rows in registers as they use them. For few rows
+   (decoding) that replaces a conversion pass over the block into scratch
+   and a second read of it; more rows would widen every row again for each
+   group of rows, where one conversion per block is cheaper. Decided per
+   task, never per thread, so results do not depend on the thread count. */
+static int reads_half_directly(const task_ctx *t, qkv_dtype dt)
+{
+    return dt != QKV_F32 && t->rows <= HALF_DIRECT_MAX_ROWS;
+}
+
+/* n rows of an F16/BF16 K or V from key j0 on, and their stride in
+   elements (any stride when n == 1, as kv_rows_f32 does). */
+static const uint16_t *half_rows(const void *base, const int64_t stride[4],
+                                 int64_t b, int64_t g, int64_t j0, int64_t n,
+                                 int64_t width, int64_t *ld)
+{
+    *ld = n > 1 ? stride[2] : width;
+    return (const uint16_t *)base + b * stride[0] + g * stride[1] + j0 * stride[2];
+}
+
 /* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1. */
 static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
                           float *s_row)
@@ -532,11 +557,19 @@ static void score_tile(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
     const sdpa_problem *pr = t->pr;
     const scratch_layout *lay = t->lay;
     int64_t ldk;
-    const float *k = kv_rows_f32(t->kt, pr->k, pr->k_dtype, pr->k_stride,
-                                 t->b, t->g, j0, n, pr->d,
-                                 t->scratch + lay->k, &ldk);
-    t->kt->gemm_nt(r1 - r0, n, pr->d, t->scratch + lay->q + r0 * pr->d, pr->d,
-                   k, ldk, NULL, s + r0 * t->bk, t->bk, t->scratch + lay->gemm);
+    if (reads_half_directly(t, pr->k_dtype)) {
+        const uint16_t *k = half_rows(pr->k, pr->k_stride, t->b, t->g, j0, n,
+                                      pr->d, &ldk);
+        t->kt->qk_half(pr->k_dtype, r1 - r0, n, pr->d,
+                       t->scratch + lay->q + r0 * pr->d, pr->d, k, ldk,
+                       s + r0 * t->bk, t->bk);
+    } else {
+        const float *k = kv_rows_f32(t->kt, pr->k, pr->k_dtype, pr->k_stride,
+                                     t->b, t->g, j0, n, pr->d,
+                                     t->scratch + lay->k, &ldk);
+        t->kt->gemm_nt(r1 - r0, n, pr->d, t->scratch + lay->q + r0 * pr->d, pr->d,
+                       k, ldk, NULL, s + r0 * t->bk, t->bk, t->scratch + lay->gemm);
+    }
 
     if (!t->transform && inside)
         return;
@@ -673,12 +706,20 @@ static void step_rows(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
                         t->scratch + lay->row_sum + r0,
                         t->scratch + lay->alpha + r0);
     int64_t ldv;
-    const float *v = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
-                                 t->b, t->g, j0, n, pr->dv,
-                                 t->scratch + lay->v, &ldv);
-    t->kt->pv_tile(r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk, v, ldv,
-                   t->scratch + lay->alpha + r0,
-                   t->scratch + lay->acc + r0 * pr->dv, pr->dv);
+    if (reads_half_directly(t, pr->v_dtype)) {
+        const uint16_t *v = half_rows(pr->v, pr->v_stride, t->b, t->g, j0, n,
+                                      pr->dv, &ldv);
+        t->kt->pv_half(pr->v_dtype, r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk,
+                       v, ldv, t->scratch + lay->alpha + r0,
+                       t->scratch + lay->acc + r0 * pr->dv, pr->dv);
+    } else {
+        const float *v = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
+                                     t->b, t->g, j0, n, pr->dv,
+                                     t->scratch + lay->v, &ldv);
+        t->kt->pv_tile(r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk, v, ldv,
+                       t->scratch + lay->alpha + r0,
+                       t->scratch + lay->acc + r0 * pr->dv, pr->dv);
+    }
 }
 
 /* A tile that some rows see only in part (the diagonal of a causal or

@@ -13,4 +13,6 @@ const qkv_kernels qkv_kernels_avx2 = {
     .exp_shift_scale = qkv_exp_shift_scale_avx2,
     .cvt_f16_f32 = qkv_cvt_f16_f32_avx2,
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_avx2,
+    .qk_half = qkv_qk_half_avx2,
+    .pv_half = qkv_pv_half_avx2,
 };

@@ -15,4 +15,6 @@ const qkv_kernels qkv_kernels_avx512 = {
     .exp_shift_scale = qkv_exp_shift_scale_avx512,
     .cvt_f16_f32 = qkv_cvt_f16_f32_avx512,
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_avx512,
+    .qk_half = qkv_qk_half_avx512,
+    .pv_half = qkv_pv_half_avx512,
 };

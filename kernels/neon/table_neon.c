@@ -12,4 +12,6 @@ const qkv_kernels qkv_kernels_neon = {
     .exp_shift_scale = qkv_exp_shift_scale_neon,
     .cvt_f16_f32 = qkv_cvt_f16_f32_neon,
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_neon,
+    .qk_half = qkv_qk_half_neon,
+    .pv_half = qkv_pv_half_neon,
 };

@@ -11,4 +11,6 @@ const qkv_kernels qkv_kernels_scalar = {
     .exp_shift_scale = qkv_exp_shift_scale_scalar,
     .cvt_f16_f32 = qkv_cvt_f16_f32_scalar,
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_scalar,
+    .qk_half = qkv_qk_half_scalar,
+    .pv_half = qkv_pv_half_scalar,
 };
