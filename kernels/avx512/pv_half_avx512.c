@@ -17,7 +17,8 @@
  * block of rows.
  *
  * Tails: the last block of columns has as many vectors as it needs, the
- * last one with masked loads of V and masked loads/stores of acc; nothing
+ * last one with masked loads of V (the others plain loads, which the
+ * widening takes as operand) and masked loads/stores of acc; nothing
  * outside the m x dv block of acc is touched and V is read only in its
  * first dv columns. No alignment requirement.
  */
@@ -52,8 +53,10 @@ static ALWAYS_INLINE void pv_block(const int BF16, const int ROWS, const int VEC
     }
     for (int64_t j = 0; j < n; j++) {
         __m512 vv[ROW_VECS];
-        for (int c = 0; c < VECS; c++)
-            vv[c] = qkv_load_half_avx512(BF16, v + j * ldv + c * LANES, lanes[c]);
+        for (int c = 0; c < VECS - 1; c++)
+            vv[c] = qkv_load_half16_avx512(BF16, v + j * ldv + c * LANES);
+        vv[VECS - 1] = qkv_load_half_avx512(BF16, v + j * ldv + (VECS - 1) * LANES,
+                                            lanes[VECS - 1]);
         for (int i = 0; i < ROWS; i++) {
             const __m512 w = _mm512_set1_ps(p[i * ldp + j]);
             for (int c = 0; c < VECS; c++)

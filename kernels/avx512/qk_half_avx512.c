@@ -14,6 +14,7 @@
  * agree within float rounding.
  *
  * Tails: the last k % 16 columns of A and B are read with masked loads
+ * (full vectors with plain ones, which the widening takes as operand)
  * (nothing past A[i][k-1] or B[j][k-1]); n % 4 keys go one at a time;
  * exactly C[i][0..n-1] is written. No alignment requirement.
  */
@@ -52,7 +53,18 @@ static ALWAYS_INLINE void dot_tile(const int BF16, const int ROWS, const int KEY
     for (int i = 0; i < ROWS; i++)
         for (int j = 0; j < KEYS; j++)
             acc[i][j] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < k; p += LANES) {
+    int64_t p = 0;
+    for (; p + LANES <= k; p += LANES) {
+        __m512 bv[DOT_KEYS];
+        for (int j = 0; j < KEYS; j++)
+            bv[j] = qkv_load_half16_avx512(BF16, b + j * ldb + p);
+        for (int i = 0; i < ROWS; i++) {
+            const __m512 av = _mm512_loadu_ps(a + i * lda + p);
+            for (int j = 0; j < KEYS; j++)
+                acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+        }
+    }
+    if (p < k) {   /* the k % 16 tail: masked loads */
         const __mmask16 lanes = qkv_lanes_avx512(k - p);
         __m512 bv[DOT_KEYS];
         for (int j = 0; j < KEYS; j++)
