@@ -38,11 +38,28 @@ static ALWAYS_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d)
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-/* Floats p..p+7 of a row, zero past k. */
-static ALWAYS_INLINE __m256 load_floats(const float *row, int64_t p, int64_t k)
+/* One step over columns p..p+7 (p..k-1 when TAIL: zero past k, through
+   stack buffers) of ROWS rows of A and KEYS rows of B into acc. */
+static ALWAYS_INLINE void dot_step(const int BF16, const int ROWS, const int KEYS,
+                                   const int TAIL, int64_t p, int64_t k,
+                                   const float *a, int64_t lda,
+                                   const uint16_t *b, int64_t ldb,
+                                   __m256 acc[][DOT_KEYS])
 {
-    return k - p >= 8 ? _mm256_loadu_ps(row + p)
-                      : qkv_tail_load_avx2(row + p, qkv_tail_mask_avx2(k - p));
+    __m256 bv[DOT_KEYS];
+#pragma GCC unroll 4
+    for (int j = 0; j < KEYS; j++)
+        bv[j] = TAIL ? qkv_load_half_avx2(BF16, b + j * ldb + p, k - p)
+                     : qkv_widen_half_avx2(BF16, _mm_loadu_si128(
+                                                     (const __m128i *)(b + j * ldb + p)));
+#pragma GCC unroll 2
+    for (int i = 0; i < ROWS; i++) {
+        const __m256 av = TAIL ? qkv_tail_load_avx2(a + i * lda + p, qkv_tail_mask_avx2(k - p))
+                               : _mm256_loadu_ps(a + i * lda + p);
+#pragma GCC unroll 4
+        for (int j = 0; j < KEYS; j++)
+            acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
 }
 
 /* C[i][j] for ROWS (1 or 2) rows of A and KEYS (4 or 1) rows of B; all
@@ -58,19 +75,11 @@ static ALWAYS_INLINE void dot_tile(const int BF16, const int ROWS, const int KEY
 #pragma GCC unroll 4
         for (int j = 0; j < KEYS; j++)
             acc[i][j] = _mm256_setzero_ps();
-    for (int64_t p = 0; p < k; p += 8) {
-        __m256 bv[DOT_KEYS];
-#pragma GCC unroll 4
-        for (int j = 0; j < KEYS; j++)
-            bv[j] = qkv_load_half_avx2(BF16, b + j * ldb + p, k - p);
-#pragma GCC unroll 2
-        for (int i = 0; i < ROWS; i++) {
-            const __m256 av = load_floats(a + i * lda, p, k);
-#pragma GCC unroll 4
-            for (int j = 0; j < KEYS; j++)
-                acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
-        }
-    }
+    int64_t p = 0;
+    for (; p + 8 <= k; p += 8)
+        dot_step(BF16, ROWS, KEYS, 0, p, k, a, lda, b, ldb, acc);
+    if (p < k)
+        dot_step(BF16, ROWS, KEYS, 1, p, k, a, lda, b, ldb, acc);
 #pragma GCC unroll 2
     for (int i = 0; i < ROWS; i++) {
         if (KEYS == DOT_KEYS)
