@@ -122,13 +122,13 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
     case K_QK_HALF_BF16:
         kt->qk_half(c->kernel == K_QK_HALF_BF16 ? QKV_BF16 : QKV_F16, c->m, c->n, c->k,
                     b->a, c->k, c->kernel == K_QK_HALF_BF16 ? b->kv_bf16 : b->kv_f16,
-                    c->k, b->c, c->n);
+                    c->k, b->c, c->n, NULL);
         break;
     case K_PV_HALF_F16:
     case K_PV_HALF_BF16:
         kt->pv_half(c->kernel == K_PV_HALF_BF16 ? QKV_BF16 : QKV_F16, c->m, c->n, c->k,
                     b->a, c->n, c->kernel == K_PV_HALF_BF16 ? b->kv_bf16 : b->kv_f16,
-                    c->k, b->alpha, b->acc, c->k);
+                    c->k, b->alpha, b->acc, c->k, NULL);
         break;
     }
 }

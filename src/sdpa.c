@@ -494,6 +494,22 @@ static int reads_half_directly(const task_ctx *t, qkv_dtype dt)
     return dt != QKV_F32 && t->rows <= HALF_DIRECT_MAX_ROWS;
 }
 
+/* The n rows one tile after key j0 of an F16/BF16 K or V, which the
+   kernels ask the caches for while they compute on keys j0..j0+n-1
+   (prefetch_next_tile's job on the other paths: a whole tile of requests
+   at once stalls the core until most of it has arrived, so memory and
+   arithmetic would take turns); NULL past the task's keys. */
+static const uint16_t *half_rows_next(const task_ctx *t, const void *base,
+                                      const int64_t stride[4], int64_t j0,
+                                      int64_t n)
+{
+    const int64_t next = j0 + t->bk;
+    if (next + n > t->key_end)
+        return NULL;
+    return (const uint16_t *)base + t->b * stride[0] + t->g * stride[1] +
+           next * stride[2];
+}
+
 /* n rows of an F16/BF16 K or V from key j0 on, and their stride in
    elements (any stride when n == 1, as kv_rows_f32 does). */
 static const uint16_t *half_rows(const void *base, const int64_t stride[4],
@@ -562,7 +578,8 @@ static void score_tile(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
                                       pr->d, &ldk);
         t->kt->qk_half(pr->k_dtype, r1 - r0, n, pr->d,
                        t->scratch + lay->q + r0 * pr->d, pr->d, k, ldk,
-                       s + r0 * t->bk, t->bk);
+                       s + r0 * t->bk, t->bk,
+                       half_rows_next(t, pr->k, pr->k_stride, j0, n));
     } else {
         const float *k = kv_rows_f32(t->kt, pr->k, pr->k_dtype, pr->k_stride,
                                      t->b, t->g, j0, n, pr->d,
@@ -687,10 +704,13 @@ static void prefetch_next_tile(const task_ctx *t, int64_t j0, int64_t n)
     if (t->rows > PREFETCH_MAX_ROWS || j0 >= t->key_end)
         return;
     n = min64(n, t->key_end - j0);
-    prefetch_rows(pr->k, pr->k_stride, pr->k_dtype == QKV_F32 ? 4 : 2,
-                  t->b, t->g, j0, n, pr->d);
-    prefetch_rows(pr->v, pr->v_stride, pr->v_dtype == QKV_F32 ? 4 : 2,
-                  t->b, t->g, j0, n, pr->dv);
+    /* The direct F16/BF16 kernels prefetch their rows themselves. */
+    if (!reads_half_directly(t, pr->k_dtype))
+        prefetch_rows(pr->k, pr->k_stride, pr->k_dtype == QKV_F32 ? 4 : 2,
+                      t->b, t->g, j0, n, pr->d);
+    if (!reads_half_directly(t, pr->v_dtype))
+        prefetch_rows(pr->v, pr->v_stride, pr->v_dtype == QKV_F32 ? 4 : 2,
+                      t->b, t->g, j0, n, pr->dv);
 }
 
 /* One online-softmax step of rows [r0, r1) over keys j0..j0+n-1. */
@@ -711,7 +731,8 @@ static void step_rows(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
                                       pr->dv, &ldv);
         t->kt->pv_half(pr->v_dtype, r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk,
                        v, ldv, t->scratch + lay->alpha + r0,
-                       t->scratch + lay->acc + r0 * pr->dv, pr->dv);
+                       t->scratch + lay->acc + r0 * pr->dv, pr->dv,
+                       half_rows_next(t, pr->v, pr->v_stride, j0, n));
     } else {
         const float *v = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
                                      t->b, t->g, j0, n, pr->dv,

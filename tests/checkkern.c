@@ -1068,7 +1068,8 @@ static void check_same_bits(worst *w, const float *got, const float *want,
 
 static void qk_half_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t n,
                         int64_t k, const float *a, int64_t lda,
-                        const uint16_t *b, int64_t ldb, out_buf *o, worst *w)
+                        const uint16_t *b, int64_t ldb, const uint16_t *b_next,
+                        out_buf *o, worst *w)
 {
     const int64_t ldc = n + 5;
     float *c = out_alloc(o, m, n, ldc);
@@ -1076,7 +1077,7 @@ static void qk_half_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t 
         for (int64_t j = 0; j < n; j++)
             c[i * ldc + j] = 1e30f;     /* every element must be written */
     out_snapshot(o);
-    kt->qk_half(dt, m, n, k, a, lda, b, ldb, c, ldc);
+    kt->qk_half(dt, m, n, k, a, lda, b, ldb, c, ldc, b_next);
     if (!out_intact(o, "qk_half C"))
         w->failures++;
 }
@@ -1117,9 +1118,14 @@ static void qk_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
     input_seal(&ia);
     const uint16_t *b = half_input(&ib, dt, n, k, ldb, specials);
 
-    out_buf got, twin_out;
-    qk_half_run(kt, dt, m, n, k, a, lda, b, ldb, &got, w);
-    qk_half_run(twin, dt, m, n, k, a, lda, b, ldb, &twin_out, w);
+    /* The prefetch hint: "next" rows one row on, so that the last one lies
+       past the end of B, on the guard page: a hint must not fault, nor
+       change a bit of the result. */
+    out_buf got, twin_out, no_hint;
+    qk_half_run(kt, dt, m, n, k, a, lda, b, ldb, b + ldb, &got, w);
+    qk_half_run(kt, dt, m, n, k, a, lda, b, ldb, NULL, &no_hint, w);
+    check_same_bits(w, got.data, no_hint.data, m, n, got.ld, "qk_half with vs without b_next");
+    qk_half_run(twin, dt, m, n, k, a, lda, b, ldb, NULL, &twin_out, w);
     qk_half_twin_definition(twin, dt, m, n, k, a, lda, b, ldb, &twin_out, w);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
@@ -1137,6 +1143,7 @@ static void qk_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
         }
     w->cases++;
     out_free(&got);
+    out_free(&no_hint);
     out_free(&twin_out);
     input_free(&ia);
     input_free(&ib);
@@ -1144,15 +1151,15 @@ static void qk_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
 
 static void pv_half_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t n,
                         int64_t dv, const float *p, int64_t ldp,
-                        const uint16_t *v, int64_t ldv, const float *alpha,
-                        const float *acc0, out_buf *o, worst *w)
+                        const uint16_t *v, int64_t ldv, const uint16_t *v_next,
+                        const float *alpha, const float *acc0, out_buf *o, worst *w)
 {
     const int64_t ldacc = dv + 2;
     float *acc = out_alloc(o, m, dv, ldacc);
     for (int64_t i = 0; i < m; i++)
         memcpy(acc + i * ldacc, acc0 + i * dv, (size_t)dv * sizeof(float));
     out_snapshot(o);
-    kt->pv_half(dt, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc);
+    kt->pv_half(dt, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc, v_next);
     if (!out_intact(o, "pv_half acc"))
         w->failures++;
 }
@@ -1196,9 +1203,12 @@ static void pv_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
     float *acc0 = malloc((size_t)(m * dv) * sizeof(float));
     fill_uniform(acc0, m * dv, -4.0f, 4.0f);
 
-    out_buf got, twin_out;
-    pv_half_run(kt, dt, m, n, dv, p, ldp, v, ldv, alpha, acc0, &got, w);
-    pv_half_run(twin, dt, m, n, dv, p, ldp, v, ldv, alpha, acc0, &twin_out, w);
+    /* The prefetch hint reaches past the end of V, as in qk_half_case. */
+    out_buf got, twin_out, no_hint;
+    pv_half_run(kt, dt, m, n, dv, p, ldp, v, ldv, v + ldv, alpha, acc0, &got, w);
+    pv_half_run(kt, dt, m, n, dv, p, ldp, v, ldv, NULL, alpha, acc0, &no_hint, w);
+    check_same_bits(w, got.data, no_hint.data, m, dv, got.ld, "pv_half with vs without v_next");
+    pv_half_run(twin, dt, m, n, dv, p, ldp, v, ldv, NULL, alpha, acc0, &twin_out, w);
     pv_half_twin_definition(twin, dt, m, n, dv, p, ldp, v, ldv, alpha, acc0,
                             &twin_out, w);
     for (int64_t i = 0; i < m; i++)
@@ -1219,6 +1229,7 @@ static void pv_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
     w->cases++;
     free(acc0);
     out_free(&got);
+    out_free(&no_hint);
     out_free(&twin_out);
     input_free(&ip);
     input_free(&iv);

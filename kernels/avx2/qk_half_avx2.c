@@ -16,6 +16,10 @@
  * each further pair of rows. The summation order differs from the twin's:
  * results agree within float rounding.
  *
+ * b_next: before each group of keys, the same keys' rows of the next
+ * call are asked for (half_prefetch.h), so that memory keeps streaming
+ * while this call computes.
+ *
  * Tails: the last k % 8 columns of A and B go through stack buffers
  * (qkv_tail_load_avx2, qkv_load_half_avx2), so nothing past A[i][k-1] or
  * B[j][k-1] is read; n % 4 keys go one at a time; exactly C[i][0..n-1] is
@@ -25,6 +29,7 @@
 
 #include "exp_avx2.h"
 #include "half_avx2.h"
+#include "half_prefetch.h"
 #include "kernels_avx2.h"
 
 enum { DOT_ROWS = 2, DOT_KEYS = 4 };
@@ -93,10 +98,12 @@ static ALWAYS_INLINE void dot_tile(const int BF16, const int ROWS, const int KEY
 static ALWAYS_INLINE void qk_all(const int BF16, int64_t m, int64_t n, int64_t k,
                                  const float *a, int64_t lda,
                                  const uint16_t *b, int64_t ldb,
-                                 float *c, int64_t ldc)
+                                 float *c, int64_t ldc, const uint16_t *b_next)
 {
     int64_t j = 0;
     for (; j + DOT_KEYS <= n; j += DOT_KEYS) {
+        for (int jj = 0; b_next && jj < DOT_KEYS; jj++)
+            qkv_prefetch_halves(b_next + (j + jj) * ldb, k);
         int64_t i = 0;
         for (; i + 2 <= m; i += 2)
             dot_tile(BF16, 2, DOT_KEYS, k, a + i * lda, lda, b + j * ldb, ldb,
@@ -105,19 +112,23 @@ static ALWAYS_INLINE void qk_all(const int BF16, int64_t m, int64_t n, int64_t k
             dot_tile(BF16, 1, DOT_KEYS, k, a + i * lda, lda, b + j * ldb, ldb,
                      c + i * ldc + j, ldc);
     }
-    for (; j < n; j++)
+    for (; j < n; j++) {
+        if (b_next)
+            qkv_prefetch_halves(b_next + j * ldb, k);
         for (int64_t i = 0; i < m; i++)
             dot_tile(BF16, 1, 1, k, a + i * lda, lda, b + j * ldb, ldb,
                      c + i * ldc + j, ldc);
+    }
 }
 
 void qkv_qk_half_avx2(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
                       const float *a, int64_t lda,
                       const uint16_t *b, int64_t ldb,
-                      float *c, int64_t ldc)
+                      float *c, int64_t ldc,
+                      const uint16_t *b_next)
 {
     if (dt == QKV_BF16)
-        qk_all(1, m, n, k, a, lda, b, ldb, c, ldc);
+        qk_all(1, m, n, k, a, lda, b, ldb, c, ldc, b_next);
     else
-        qk_all(0, m, n, k, a, lda, b, ldb, c, ldc);
+        qk_all(0, m, n, k, a, lda, b, ldb, c, ldc, b_next);
 }

@@ -16,6 +16,10 @@
  * row of V is still loaded once, larger m widen it again from L1 for each
  * block of rows.
  *
+ * v_next: the first pass over the keys asks, per key, for the same row
+ * of the next call (half_prefetch.h), so that memory keeps streaming
+ * while this call computes.
+ *
  * Tails: the last block of columns has as many vectors as it needs, the
  * last one with masked loads of V (the others plain loads, which the
  * widening takes as operand) and masked loads/stores of acc; nothing
@@ -23,6 +27,7 @@
  * first dv columns. No alignment requirement.
  */
 #include "half_avx512.h"
+#include "half_prefetch.h"
 #include "kernels_avx512.h"
 
 #define LANES QKV_AVX512_LANES
@@ -39,7 +44,8 @@ static ALWAYS_INLINE void pv_block(const int BF16, const int ROWS, const int VEC
                                    int64_t n, const float *p, int64_t ldp,
                                    const uint16_t *v, int64_t ldv,
                                    const float *alpha, float *acc,
-                                   int64_t ldacc, int64_t cols)
+                                   int64_t ldacc, int64_t cols,
+                                   const uint16_t *next, int64_t width)
 {
     __mmask16 lanes[ROW_VECS];
     __m512 sum[BLOCK_ROWS][ROW_VECS];
@@ -52,6 +58,8 @@ static ALWAYS_INLINE void pv_block(const int BF16, const int ROWS, const int VEC
                                                  lanes[c], acc + i * ldacc + c * LANES));
     }
     for (int64_t j = 0; j < n; j++) {
+        if (next)
+            qkv_prefetch_halves(next + j * ldv, width);
         __m512 vv[ROW_VECS];
         for (int c = 0; c < VECS - 1; c++)
             vv[c] = qkv_load_half16_avx512(BF16, v + j * ldv + c * LANES);
@@ -72,17 +80,18 @@ static ALWAYS_INLINE void pv_block(const int BF16, const int ROWS, const int VEC
    the columns need. */
 static ALWAYS_INLINE void pv_one_row(const int BF16, int64_t n, const float *p,
                                      const uint16_t *v, int64_t ldv,
-                                     const float *alpha, float *acc, int64_t cols)
+                                     const float *alpha, float *acc, int64_t cols,
+                                     const uint16_t *next, int64_t width)
 {
     switch ((cols + LANES - 1) / LANES) {
-    case 8:  pv_block(BF16, 1, 8, n, p, 0, v, ldv, alpha, acc, 0, cols); break;
-    case 7:  pv_block(BF16, 1, 7, n, p, 0, v, ldv, alpha, acc, 0, cols); break;
-    case 6:  pv_block(BF16, 1, 6, n, p, 0, v, ldv, alpha, acc, 0, cols); break;
-    case 5:  pv_block(BF16, 1, 5, n, p, 0, v, ldv, alpha, acc, 0, cols); break;
-    case 4:  pv_block(BF16, 1, 4, n, p, 0, v, ldv, alpha, acc, 0, cols); break;
-    case 3:  pv_block(BF16, 1, 3, n, p, 0, v, ldv, alpha, acc, 0, cols); break;
-    case 2:  pv_block(BF16, 1, 2, n, p, 0, v, ldv, alpha, acc, 0, cols); break;
-    default: pv_block(BF16, 1, 1, n, p, 0, v, ldv, alpha, acc, 0, cols); break;
+    case 8:  pv_block(BF16, 1, 8, n, p, 0, v, ldv, alpha, acc, 0, cols, next, width); break;
+    case 7:  pv_block(BF16, 1, 7, n, p, 0, v, ldv, alpha, acc, 0, cols, next, width); break;
+    case 6:  pv_block(BF16, 1, 6, n, p, 0, v, ldv, alpha, acc, 0, cols, next, width); break;
+    case 5:  pv_block(BF16, 1, 5, n, p, 0, v, ldv, alpha, acc, 0, cols, next, width); break;
+    case 4:  pv_block(BF16, 1, 4, n, p, 0, v, ldv, alpha, acc, 0, cols, next, width); break;
+    case 3:  pv_block(BF16, 1, 3, n, p, 0, v, ldv, alpha, acc, 0, cols, next, width); break;
+    case 2:  pv_block(BF16, 1, 2, n, p, 0, v, ldv, alpha, acc, 0, cols, next, width); break;
+    default: pv_block(BF16, 1, 1, n, p, 0, v, ldv, alpha, acc, 0, cols, next, width); break;
     }
 }
 
@@ -91,13 +100,14 @@ static ALWAYS_INLINE void pv_rows_cols(const int BF16, const int ROWS, int64_t n
                                        const float *p, int64_t ldp,
                                        const uint16_t *v, int64_t ldv,
                                        const float *alpha, float *acc,
-                                       int64_t ldacc, int64_t cols)
+                                       int64_t ldacc, int64_t cols,
+                                       const uint16_t *next, int64_t width)
 {
     switch ((cols + LANES - 1) / LANES) {
-    case 4:  pv_block(BF16, ROWS, 4, n, p, ldp, v, ldv, alpha, acc, ldacc, cols); break;
-    case 3:  pv_block(BF16, ROWS, 3, n, p, ldp, v, ldv, alpha, acc, ldacc, cols); break;
-    case 2:  pv_block(BF16, ROWS, 2, n, p, ldp, v, ldv, alpha, acc, ldacc, cols); break;
-    default: pv_block(BF16, ROWS, 1, n, p, ldp, v, ldv, alpha, acc, ldacc, cols); break;
+    case 4:  pv_block(BF16, ROWS, 4, n, p, ldp, v, ldv, alpha, acc, ldacc, cols, next, width); break;
+    case 3:  pv_block(BF16, ROWS, 3, n, p, ldp, v, ldv, alpha, acc, ldacc, cols, next, width); break;
+    case 2:  pv_block(BF16, ROWS, 2, n, p, ldp, v, ldv, alpha, acc, ldacc, cols, next, width); break;
+    default: pv_block(BF16, ROWS, 1, n, p, ldp, v, ldv, alpha, acc, ldacc, cols, next, width); break;
     }
 }
 
@@ -106,13 +116,14 @@ static ALWAYS_INLINE void pv_rows(const int BF16, int rows, int64_t n,
                                   const float *p, int64_t ldp,
                                   const uint16_t *v, int64_t ldv,
                                   const float *alpha, float *acc,
-                                  int64_t ldacc, int64_t cols)
+                                  int64_t ldacc, int64_t cols,
+                                  const uint16_t *next, int64_t width)
 {
     switch (rows) {
-    case 4:  pv_rows_cols(BF16, 4, n, p, ldp, v, ldv, alpha, acc, ldacc, cols); break;
-    case 3:  pv_rows_cols(BF16, 3, n, p, ldp, v, ldv, alpha, acc, ldacc, cols); break;
-    case 2:  pv_rows_cols(BF16, 2, n, p, ldp, v, ldv, alpha, acc, ldacc, cols); break;
-    default: pv_one_row(BF16, n, p, v, ldv, alpha, acc, cols); break;
+    case 4:  pv_rows_cols(BF16, 4, n, p, ldp, v, ldv, alpha, acc, ldacc, cols, next, width); break;
+    case 3:  pv_rows_cols(BF16, 3, n, p, ldp, v, ldv, alpha, acc, ldacc, cols, next, width); break;
+    case 2:  pv_rows_cols(BF16, 2, n, p, ldp, v, ldv, alpha, acc, ldacc, cols, next, width); break;
+    default: pv_one_row(BF16, n, p, v, ldv, alpha, acc, cols, next, width); break;
     }
 }
 
@@ -120,13 +131,15 @@ static ALWAYS_INLINE void pv_rows(const int BF16, int rows, int64_t n,
 static ALWAYS_INLINE void pv_all(const int BF16, int64_t m, int64_t n, int64_t dv,
                                  const float *p, int64_t ldp,
                                  const uint16_t *v, int64_t ldv,
-                                 const float *alpha, float *acc, int64_t ldacc)
+                                 const float *alpha, float *acc, int64_t ldacc,
+                                 const uint16_t *v_next)
 {
+    /* The first pass over the keys asks for the next rows of V. */
     if (m == 1) {
         const int64_t block = ROW_VECS * LANES;
         for (int64_t c0 = 0; c0 < dv; c0 += block)
             pv_one_row(BF16, n, p, v + c0, ldv, alpha, acc + c0,
-                       dv - c0 < block ? dv - c0 : block);
+                       dv - c0 < block ? dv - c0 : block, c0 == 0 ? v_next : NULL, dv);
         return;
     }
     const int64_t block = BLOCK_VECS * LANES;
@@ -134,16 +147,18 @@ static ALWAYS_INLINE void pv_all(const int BF16, int64_t m, int64_t n, int64_t d
         for (int64_t i0 = 0; i0 < m; i0 += BLOCK_ROWS)
             pv_rows(BF16, (int)(m - i0 < BLOCK_ROWS ? m - i0 : BLOCK_ROWS), n,
                     p + i0 * ldp, ldp, v + c0, ldv, alpha + i0,
-                    acc + i0 * ldacc + c0, ldacc, dv - c0 < block ? dv - c0 : block);
+                    acc + i0 * ldacc + c0, ldacc, dv - c0 < block ? dv - c0 : block,
+                    c0 == 0 && i0 == 0 ? v_next : NULL, dv);
 }
 
 void qkv_pv_half_avx512(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
                         const float *p, int64_t ldp,
                         const uint16_t *v, int64_t ldv,
-                        const float *alpha, float *acc, int64_t ldacc)
+                        const float *alpha, float *acc, int64_t ldacc,
+                        const uint16_t *v_next)
 {
     if (dt == QKV_BF16)
-        pv_all(1, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc);
+        pv_all(1, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc, v_next);
     else
-        pv_all(0, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc);
+        pv_all(0, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc, v_next);
 }

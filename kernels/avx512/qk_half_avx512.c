@@ -13,12 +13,17 @@
  * the next 4 rows. The summation order differs from the twin's: results
  * agree within float rounding.
  *
+ * b_next: before each group of keys, the same keys' rows of the next
+ * call are asked for (half_prefetch.h), so that memory keeps streaming
+ * while this call computes.
+ *
  * Tails: the last k % 16 columns of A and B are read with masked loads
  * (full vectors with plain ones, which the widening takes as operand)
  * (nothing past A[i][k-1] or B[j][k-1]); n % 4 keys go one at a time;
  * exactly C[i][0..n-1] is written. No alignment requirement.
  */
 #include "half_avx512.h"
+#include "half_prefetch.h"
 #include "kernels_avx512.h"
 
 #define LANES QKV_AVX512_LANES
@@ -101,26 +106,33 @@ static ALWAYS_INLINE void dot_rows(const int BF16, int rows, const int KEYS,
 static ALWAYS_INLINE void qk_all(const int BF16, int64_t m, int64_t n, int64_t k,
                                  const float *a, int64_t lda,
                                  const uint16_t *b, int64_t ldb,
-                                 float *c, int64_t ldc)
+                                 float *c, int64_t ldc, const uint16_t *b_next)
 {
     int64_t j = 0;
-    for (; j + DOT_KEYS <= n; j += DOT_KEYS)
+    for (; j + DOT_KEYS <= n; j += DOT_KEYS) {
+        for (int jj = 0; b_next && jj < DOT_KEYS; jj++)
+            qkv_prefetch_halves(b_next + (j + jj) * ldb, k);
         for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)
             dot_rows(BF16, (int)(m - i0 < DOT_ROWS ? m - i0 : DOT_ROWS), DOT_KEYS, k,
                      a + i0 * lda, lda, b + j * ldb, ldb, c + i0 * ldc + j, ldc);
-    for (; j < n; j++)
+    }
+    for (; j < n; j++) {
+        if (b_next)
+            qkv_prefetch_halves(b_next + j * ldb, k);
         for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)
             dot_rows(BF16, (int)(m - i0 < DOT_ROWS ? m - i0 : DOT_ROWS), 1, k,
                      a + i0 * lda, lda, b + j * ldb, ldb, c + i0 * ldc + j, ldc);
+    }
 }
 
 void qkv_qk_half_avx512(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
                         const float *a, int64_t lda,
                         const uint16_t *b, int64_t ldb,
-                        float *c, int64_t ldc)
+                        float *c, int64_t ldc,
+                        const uint16_t *b_next)
 {
     if (dt == QKV_BF16)
-        qk_all(1, m, n, k, a, lda, b, ldb, c, ldc);
+        qk_all(1, m, n, k, a, lda, b, ldb, c, ldc, b_next);
     else
-        qk_all(0, m, n, k, a, lda, b, ldb, c, ldc);
+        qk_all(0, m, n, k, a, lda, b, ldb, c, ldc, b_next);
 }

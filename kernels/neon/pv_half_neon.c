@@ -15,6 +15,10 @@
  * step. A single row (decoding) takes 32 columns per block (8
  * accumulators) instead, so fewer passes go over the same rows of V.
  *
+ * v_next: the first pass over the keys (when dv >= 4) asks, per key, for
+ * the same row of the next call (half_prefetch.h), so that memory keeps
+ * streaming while this call computes.
+ *
  * Tails: rows past the last multiple of 4 use 1-row blocks; columns past
  * the last block use 4-column blocks, and the last dv % 4 columns a scalar
  * fmaf loop. Exactly the documented elements are read and written; any
@@ -24,6 +28,7 @@
 #include <math.h>
 
 #include "half_neon.h"
+#include "half_prefetch.h"
 #include "kernels_neon.h"
 
 #define PV_MAX_ROWS 4
@@ -37,13 +42,16 @@
 static ALWAYS_INLINE void pv_block(const int BF16, const int ROWS, const int VECS,
                                    int64_t n, const float *p, int64_t ldp,
                                    const uint16_t *v, int64_t ldv,
-                                   const float *alpha, float *acc, int64_t ldacc)
+                                   const float *alpha, float *acc, int64_t ldacc,
+                                   const uint16_t *next, int64_t width)
 {
     float32x4_t sum[PV_MAX_ROWS][PV_MAX_VECS];
     for (int r = 0; r < ROWS; r++)
         for (int c = 0; c < VECS; c++)
             sum[r][c] = vmulq_n_f32(vld1q_f32(acc + r * ldacc + 4 * c), alpha[r]);
     for (int64_t j = 0; j < n; j++) {
+        if (next)
+            qkv_prefetch_halves(next + j * ldv, width);
         const uint16_t *v_row = v + j * ldv;
         float32x4_t vv[PV_MAX_VECS];
         if (VECS == 1)
@@ -79,16 +87,21 @@ static ALWAYS_INLINE void pv_row_tail(const int BF16, int64_t cols, int64_t n,
 static ALWAYS_INLINE void pv_rows(const int BF16, const int ROWS, int64_t n, int64_t dv,
                                   const float *p, int64_t ldp,
                                   const uint16_t *v, int64_t ldv,
-                                  const float *alpha, float *acc, int64_t ldacc)
+                                  const float *alpha, float *acc, int64_t ldacc,
+                                  const uint16_t *next)
 {
+    /* Only the first block asks for the next rows of V. */
     int64_t c = 0;
     if (ROWS == 1)
         for (; c + 32 <= dv; c += 32)
-            pv_block(BF16, 1, 8, n, p, ldp, v + c, ldv, alpha, acc + c, ldacc);
+            pv_block(BF16, 1, 8, n, p, ldp, v + c, ldv, alpha, acc + c, ldacc,
+                     c == 0 ? next : NULL, dv);
     for (; c + 16 <= dv; c += 16)
-        pv_block(BF16, ROWS, 4, n, p, ldp, v + c, ldv, alpha, acc + c, ldacc);
+        pv_block(BF16, ROWS, 4, n, p, ldp, v + c, ldv, alpha, acc + c, ldacc,
+                 c == 0 ? next : NULL, dv);
     for (; c + 4 <= dv; c += 4)
-        pv_block(BF16, ROWS, 1, n, p, ldp, v + c, ldv, alpha, acc + c, ldacc);
+        pv_block(BF16, ROWS, 1, n, p, ldp, v + c, ldv, alpha, acc + c, ldacc,
+                 c == 0 ? next : NULL, dv);
     if (c < dv)
         for (int r = 0; r < ROWS; r++)
             pv_row_tail(BF16, dv - c, n, p + r * ldp, v + c, ldv, alpha[r],
@@ -99,24 +112,26 @@ static ALWAYS_INLINE void pv_rows(const int BF16, const int ROWS, int64_t n, int
 static ALWAYS_INLINE void pv_all(const int BF16, int64_t m, int64_t n, int64_t dv,
                                  const float *p, int64_t ldp,
                                  const uint16_t *v, int64_t ldv,
-                                 const float *alpha, float *acc, int64_t ldacc)
+                                 const float *alpha, float *acc, int64_t ldacc,
+                                 const uint16_t *v_next)
 {
     int64_t i = 0;
     for (; i + 4 <= m; i += 4)
         pv_rows(BF16, 4, n, dv, p + i * ldp, ldp, v, ldv, alpha + i,
-                acc + i * ldacc, ldacc);
+                acc + i * ldacc, ldacc, i == 0 ? v_next : NULL);
     for (; i < m; i++)
         pv_rows(BF16, 1, n, dv, p + i * ldp, ldp, v, ldv, alpha + i,
-                acc + i * ldacc, ldacc);
+                acc + i * ldacc, ldacc, i == 0 ? v_next : NULL);
 }
 
 void qkv_pv_half_neon(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
                       const float *p, int64_t ldp,
                       const uint16_t *v, int64_t ldv,
-                      const float *alpha, float *acc, int64_t ldacc)
+                      const float *alpha, float *acc, int64_t ldacc,
+                      const uint16_t *v_next)
 {
     if (dt == QKV_BF16)
-        pv_all(1, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc);
+        pv_all(1, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc, v_next);
     else
-        pv_all(0, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc);
+        pv_all(0, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc, v_next);
 }

@@ -14,6 +14,10 @@
  * further group of 4 rows. The summation order differs from the twin's:
  * results agree within float rounding.
  *
+ * b_next: before each group of keys, the same keys' rows of the next
+ * call are asked for (half_prefetch.h), so that memory keeps streaming
+ * while this call computes.
+ *
  * Tails: the last k % 4 columns are scalar fmaf (nothing past A[i][k-1] or
  * B[j][k-1] is read); n % 4 keys go one at a time; exactly C[i][0..n-1] is
  * written. Any alignment.
@@ -22,6 +26,7 @@
 #include <math.h>
 
 #include "half_neon.h"
+#include "half_prefetch.h"
 #include "kernels_neon.h"
 
 #define DOT_ROWS 4
@@ -91,26 +96,33 @@ static ALWAYS_INLINE void dot_rows(const int BF16, int rows, const int KEYS,
 static ALWAYS_INLINE void qk_all(const int BF16, int64_t m, int64_t n, int64_t k,
                                  const float *a, int64_t lda,
                                  const uint16_t *b, int64_t ldb,
-                                 float *c, int64_t ldc)
+                                 float *c, int64_t ldc, const uint16_t *b_next)
 {
     int64_t j = 0;
-    for (; j + DOT_KEYS <= n; j += DOT_KEYS)
+    for (; j + DOT_KEYS <= n; j += DOT_KEYS) {
+        for (int jj = 0; b_next && jj < DOT_KEYS; jj++)
+            qkv_prefetch_halves(b_next + (j + jj) * ldb, k);
         for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)
             dot_rows(BF16, (int)(m - i0 < DOT_ROWS ? m - i0 : DOT_ROWS), DOT_KEYS, k,
                      a + i0 * lda, lda, b + j * ldb, ldb, c + i0 * ldc + j, ldc);
-    for (; j < n; j++)
+    }
+    for (; j < n; j++) {
+        if (b_next)
+            qkv_prefetch_halves(b_next + j * ldb, k);
         for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)
             dot_rows(BF16, (int)(m - i0 < DOT_ROWS ? m - i0 : DOT_ROWS), 1, k,
                      a + i0 * lda, lda, b + j * ldb, ldb, c + i0 * ldc + j, ldc);
+    }
 }
 
 void qkv_qk_half_neon(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
                       const float *a, int64_t lda,
                       const uint16_t *b, int64_t ldb,
-                      float *c, int64_t ldc)
+                      float *c, int64_t ldc,
+                      const uint16_t *b_next)
 {
     if (dt == QKV_BF16)
-        qk_all(1, m, n, k, a, lda, b, ldb, c, ldc);
+        qk_all(1, m, n, k, a, lda, b, ldb, c, ldc, b_next);
     else
-        qk_all(0, m, n, k, a, lda, b, ldb, c, ldc);
+        qk_all(0, m, n, k, a, lda, b, ldb, c, ldc, b_next);
 }

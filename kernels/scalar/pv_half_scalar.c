@@ -19,8 +19,10 @@ static float widen(qkv_dtype dt, uint16_t h)
 void qkv_pv_half_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
                         const float *p, int64_t ldp,
                         const uint16_t *v, int64_t ldv,
-                        const float *alpha, float *acc, int64_t ldacc)
+                        const float *alpha, float *acc, int64_t ldacc,
+                        const uint16_t *v_next)
 {
+    (void)v_next;   /* a prefetch hint: nothing to do in scalar code */
     for (int64_t i = 0; i < m; i++) {
         float *acc_row = acc + i * ldacc;
         const float *p_row = p + i * ldp;

@@ -19,8 +19,10 @@ static float widen(qkv_dtype dt, uint16_t h)
 void qkv_qk_half_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
                         const float *a, int64_t lda,
                         const uint16_t *b, int64_t ldb,
-                        float *c, int64_t ldc)
+                        float *c, int64_t ldc,
+                        const uint16_t *b_next)
 {
+    (void)b_next;   /* a prefetch hint: nothing to do in scalar code */
     for (int64_t i = 0; i < m; i++) {
         const float *a_row = a + i * lda;
         for (int64_t j = 0; j < n; j++) {
