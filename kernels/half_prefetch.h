@@ -8,15 +8,13 @@
 #include <stdint.h>
 
 /* Asks for the cache lines of `width` halves at row to be brought into
-   the caches. A hint: it reads nothing and cannot fault, so the rows need
-   not exist. The last element's line is asked for separately, as a row
-   that starts inside a line may end one line further than its length. */
+   the caches, each line once (from the line that holds row[0]). A hint:
+   it reads nothing and cannot fault, so the rows need not exist. */
 static inline void qkv_prefetch_halves(const uint16_t *row, int64_t width)
 {
-    const char *p = (const char *)row, *end = (const char *)(row + width);
-    for (; p < end; p += 64)
-        __builtin_prefetch(p, 0, 3);
-    __builtin_prefetch(end - 1, 0, 3);
+    const uintptr_t end = (uintptr_t)(row + width);
+    for (uintptr_t line = (uintptr_t)row & ~(uintptr_t)63; line < end; line += 64)
+        __builtin_prefetch((const void *)line, 0, 3);
 }
 
 #endif /* QKV_HALF_PREFETCH_H */
