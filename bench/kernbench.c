@@ -10,6 +10,8 @@
  *   pv_tile       block_q x block_k x D, 1 x block_k x 128 (decode)
  *   exp_shift_scale  block_k and 2048 elements (the weights output)
  *   cvt_f16_f32, cvt_bf16_f32   one K/V row: D elements
+ *   qk_half, pv_half  1 x block_k x 128 and 4 x block_k x 128, K/V in
+ *                 F16 and BF16 (decoding, one query row or a KV group)
  *
  * where block_q and block_k are the table's own. Each line gives the
  * median nanoseconds per call, the throughput (GFLOP/s and % of the ISA's
@@ -34,11 +36,13 @@
 /* ------------------------------------------------------------------ */
 
 typedef enum kernel_id {
-    K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_CVT_F16, K_CVT_BF16
+    K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_CVT_F16, K_CVT_BF16,
+    K_QK_HALF_F16, K_QK_HALF_BF16, K_PV_HALF_F16, K_PV_HALF_BF16
 } kernel_id;
 
 static const char *const kernel_names[] = {
     "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "cvt_f16_f32", "cvt_bf16_f32",
+    "qk_half_f16", "qk_half_bf16", "pv_half_f16", "pv_half_bf16",
 };
 
 /* One call: sizes as the kernel names them (m, n, k or dv). */
@@ -57,6 +61,7 @@ typedef struct buffers {
     float *s, *row_max, *row_sum, *alpha, *acc;
     float *src, *dst;
     uint16_t *f16, *bf16;
+    uint16_t *kv_f16, *kv_bf16;   /* a block of K or V rows, for the half kernels */
 } buffers;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -80,6 +85,10 @@ static int cases_for(const qkv_kernels *kt, kcase *out)
     out[n++] = (kcase){K_CVT_F16, 1, 128, 0, 0, "K/V row, D=128"};
     out[n++] = (kcase){K_CVT_BF16, 1, 64, 0, 0, "K/V row, D=64"};
     out[n++] = (kcase){K_CVT_BF16, 1, 128, 0, 0, "K/V row, D=128"};
+    for (kernel_id k = K_QK_HALF_F16; k <= K_PV_HALF_BF16; k++) {
+        out[n++] = (kcase){k, 1, bk, 128, 0, "decode, D=128"};
+        out[n++] = (kcase){k, 4, bk, 128, 0, "decode, KV group of 4, D=128"};
+    }
     return n;
 }
 
@@ -109,13 +118,25 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
     case K_CVT_BF16:
         kt->cvt_bf16_f32(c->n, b->bf16, b->dst);
         break;
+    case K_QK_HALF_F16:
+    case K_QK_HALF_BF16:
+        kt->qk_half(c->kernel == K_QK_HALF_BF16 ? QKV_BF16 : QKV_F16, c->m, c->n, c->k,
+                    b->a, c->k, c->kernel == K_QK_HALF_BF16 ? b->kv_bf16 : b->kv_f16,
+                    c->k, b->c, c->n, NULL);
+        break;
+    case K_PV_HALF_F16:
+    case K_PV_HALF_BF16:
+        kt->pv_half(c->kernel == K_PV_HALF_BF16 ? QKV_BF16 : QKV_F16, c->m, c->n, c->k,
+                    b->a, c->n, c->kernel == K_PV_HALF_BF16 ? b->kv_bf16 : b->kv_f16,
+                    c->k, b->alpha, b->acc, c->k, NULL);
+        break;
     }
 }
 
 /* FLOPs of one call for the GEMM-like kernels, else 0. */
 static double case_flops(const kcase *c)
 {
-    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE)
+    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || c->kernel >= K_QK_HALF_F16)
         return 2.0 * (double)(c->m * c->n * c->k);
     return 0.0;
 }
@@ -171,6 +192,10 @@ static void buffers_init(buffers *b)
     bench_fill_f16(b->f16, MAX_COLS, -1.0f, 1.0f, &seed);
     b->bf16 = staggered_alloc(MAX_COLS * sizeof(uint16_t));
     bench_fill_bf16(b->bf16, MAX_COLS, -1.0f, 1.0f, &seed);
+    b->kv_f16 = staggered_alloc(kv * sizeof(uint16_t));
+    bench_fill_f16(b->kv_f16, kv, -1.0f, 1.0f, &seed);
+    b->kv_bf16 = staggered_alloc(kv * sizeof(uint16_t));
+    bench_fill_bf16(b->kv_bf16, kv, -1.0f, 1.0f, &seed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -247,7 +272,7 @@ static void print_case(const qkv_kernels *kt, const kcase *c, double ns,
                        double scalar_ns, double peak)
 {
     char size[48];
-    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE)
+    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || c->kernel >= K_QK_HALF_F16)
         snprintf(size, sizeof size, "%lldx%lldx%lld%s", (long long)c->m,
                  (long long)c->n, (long long)c->k, c->bias ? "+b" : "");
     else if (c->kernel == K_SOFTMAX_TILE)
@@ -291,7 +316,7 @@ int main(int argc, char **argv)
         if (!kt || (o.only_isa != QKV_ISA_AUTO && o.only_isa != order[i]))
             continue;
         const double peak = bench_fma_peak_gflops(order[i]);
-        kcase cases[16];
+        kcase cases[24];
         const int n = cases_for(kt, cases);
         for (int c = 0; c < n; c++) {
             if (o.kernel_filter && !strstr(kernel_names[cases[c].kernel], o.kernel_filter))

@@ -52,6 +52,10 @@ enum { PREFETCH_MAX_ROWS = 16 };
    thread (blocks past it are prepared per tile, as without the cache). */
 enum { CACHE_MIN_ROWS = 16, CACHE_MAX_FLOATS = 1 << 18 };
 
+/* Tasks with at most this many query rows read F16/BF16 K and V rows
+   straight from the tensors (kt->qk_half, kt->pv_half). */
+enum { HALF_DIRECT_MAX_ROWS = 8 };
+
 /* Rows per slab on tiles that some rows see only in part (a multiple of
    the 6-row gemm and pv micro-kernels and of the 16-row softmax groups). */
 enum { SLAB_ROWS = 48 };
@@ -562,6 +566,43 @@ static void claim_caches(task_ctx *t)
     t->cache_g = t->g;
 }
 
+/* Whether the task reads K or V of type dt with the F16/BF16 kernels,
+   which widen the rows in registers as they use them. For few rows
+   (decoding) that replaces a conversion pass over the block into scratch
+   and a second read of it; more rows would widen every row again for each
+   group of rows, where one conversion per block is cheaper. Decided per
+   task, never per thread, so results do not depend on the thread count. */
+static int reads_half_directly(const task_ctx *t, qkv_dtype dt)
+{
+    return dt != QKV_F32 && t->rows <= HALF_DIRECT_MAX_ROWS;
+}
+
+/* The n rows one tile after key j0 of an F16/BF16 K or V, which the
+   kernels ask the caches for while they compute on keys j0..j0+n-1
+   (prefetch_next_tile's job on the other paths: a whole tile of requests
+   at once stalls the core until most of it has arrived, so memory and
+   arithmetic would take turns); NULL past the task's keys. */
+static const uint16_t *half_rows_next(const task_ctx *t, const void *base,
+                                      const int64_t stride[4], int64_t j0,
+                                      int64_t n)
+{
+    const int64_t next = j0 + t->bk;
+    if (next + n > t->key_end)
+        return NULL;
+    return (const uint16_t *)base + t->b * stride[0] + t->g * stride[1] +
+           next * stride[2];
+}
+
+/* n rows of an F16/BF16 K or V from key j0 on, and their stride in
+   elements (any stride when n == 1, as kv_rows_f32 does). */
+static const uint16_t *half_rows(const void *base, const int64_t stride[4],
+                                 int64_t b, int64_t g, int64_t j0, int64_t n,
+                                 int64_t width, int64_t *ld)
+{
+    *ld = n > 1 ? stride[2] : width;
+    return (const uint16_t *)base + b * stride[0] + g * stride[1] + j0 * stride[2];
+}
+
 /* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1. */
 static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
                           float *s_row)
@@ -661,7 +702,14 @@ static void score_tile(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
     const scratch_layout *lay = t->lay;
     const float *q = t->scratch + lay->q + r0 * pr->d;
     const int64_t blk = cached_block(t, j0, lay->k_blocks);
-    if (blk >= 0) {
+    if (reads_half_directly(t, pr->k_dtype)) {
+        int64_t ldk;
+        const uint16_t *k = half_rows(pr->k, pr->k_stride, t->b, t->g, j0, n,
+                                      pr->d, &ldk);
+        t->kt->qk_half(pr->k_dtype, r1 - r0, n, pr->d, q, pr->d, k, ldk,
+                       s + r0 * t->bk, t->bk,
+                       half_rows_next(t, pr->k, pr->k_stride, j0, n));
+    } else if (blk >= 0) {
         t->kt->gemm_packed(r1 - r0, n, pr->d, q, pr->d, packed_k_block(t, blk, j0),
                            NULL, 0, s + r0 * t->bk, t->bk);
     } else {
@@ -789,10 +837,13 @@ static void prefetch_next_tile(const task_ctx *t, int64_t j0, int64_t n)
     if (t->rows > PREFETCH_MAX_ROWS || j0 >= t->key_end)
         return;
     n = min64(n, t->key_end - j0);
-    prefetch_rows(pr->k, pr->k_stride, pr->k_dtype == QKV_F32 ? 4 : 2,
-                  t->b, t->g, j0, n, pr->d);
-    prefetch_rows(pr->v, pr->v_stride, pr->v_dtype == QKV_F32 ? 4 : 2,
-                  t->b, t->g, j0, n, pr->dv);
+    /* The direct F16/BF16 kernels prefetch their rows themselves. */
+    if (!reads_half_directly(t, pr->k_dtype))
+        prefetch_rows(pr->k, pr->k_stride, pr->k_dtype == QKV_F32 ? 4 : 2,
+                      t->b, t->g, j0, n, pr->d);
+    if (!reads_half_directly(t, pr->v_dtype))
+        prefetch_rows(pr->v, pr->v_stride, pr->v_dtype == QKV_F32 ? 4 : 2,
+                      t->b, t->g, j0, n, pr->dv);
 }
 
 /* One online-softmax step of rows [r0, r1) over keys j0..j0+n-1. */
@@ -808,10 +859,19 @@ static void step_rows(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
                         t->scratch + lay->row_sum + r0,
                         t->scratch + lay->alpha + r0);
     int64_t ldv;
-    const float *v = v_block_rows(t, j0, n, &ldv);
-    t->kt->pv_tile(r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk, v, ldv,
-                   t->scratch + lay->alpha + r0,
-                   t->scratch + lay->acc + r0 * pr->dv, pr->dv);
+    if (reads_half_directly(t, pr->v_dtype)) {
+        const uint16_t *v = half_rows(pr->v, pr->v_stride, t->b, t->g, j0, n,
+                                      pr->dv, &ldv);
+        t->kt->pv_half(pr->v_dtype, r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk,
+                       v, ldv, t->scratch + lay->alpha + r0,
+                       t->scratch + lay->acc + r0 * pr->dv, pr->dv,
+                       half_rows_next(t, pr->v, pr->v_stride, j0, n));
+    } else {
+        const float *v = v_block_rows(t, j0, n, &ldv);
+        t->kt->pv_tile(r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk, v, ldv,
+                       t->scratch + lay->alpha + r0,
+                       t->scratch + lay->acc + r0 * pr->dv, pr->dv);
+    }
 }
 
 /* A tile that some rows see only in part (the diagonal of a causal or

@@ -1203,6 +1203,299 @@ static void test_cvt_tails(const qkv_kernels *kt)
 }
 
 /* ------------------------------------------------------------------ */
+/* qk_half, pv_half (F16/BF16 K and V, decoding)                      */
+/* ------------------------------------------------------------------ */
+
+/* The decode shapes: every row count 1..8, keys and depths around the
+   16-lane and 8-lane tails, the head sizes 64, 96 and 128. */
+#define HALF_MAX_ROWS 8
+static const int64_t half_keys[] = {1, 15, 16, 17, 128};
+static const int64_t half_depths[] = {1, 15, 16, 17, 64, 96, 128};
+
+/* inf, -inf, quiet and signalling NaNs (both signs), subnormals, zeros,
+   and a large finite value, per type. */
+static const uint16_t f16_specials[] = {0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xfd55,
+                                        0x0001, 0x83ff, 0x0000, 0x8000, 0x7bff};
+static const uint16_t bf16_specials[] = {0x7f80, 0xff80, 0x7fc0, 0x7f81, 0xffa5,
+                                         0x0001, 0x807f, 0x0000, 0x8000, 0x5f00};
+#define HALF_SPECIALS 10
+
+static float half_ref(qkv_dtype dt, uint16_t h)
+{
+    return dt == QKV_BF16 ? ref_bf16_to_f32(h) : ref_f16_to_f32(h);
+}
+
+/* A random finite value of magnitude below 1: random sign, exponent and
+   fraction bits (F16 subnormals included). */
+static uint16_t random_half(qkv_dtype dt)
+{
+    const uint32_t r = rng_u32();
+    const uint16_t sign = (uint16_t)((r & 1u) << 15);
+    if (dt == QKV_BF16)   /* exponents 2^-15 .. 2^-1 */
+        return (uint16_t)(sign | (112u + (r >> 1) % 15u) << 7 | ((r >> 8) & 0x7fu));
+    return (uint16_t)(sign | ((r >> 1) % 15u) << 10 | ((r >> 8) & 0x3ffu));
+}
+
+/* rows x width halves (row stride ld) in a guarded, sealed input. With
+   `specials`, every third row holds one special value, at a column that
+   moves with the row (tails included). */
+static uint16_t *half_input(input_buf *in, qkv_dtype dt, int64_t rows,
+                            int64_t width, int64_t ld, int specials)
+{
+    const int64_t count = (rows - 1) * ld + width;
+    uint16_t *x = input_alloc(in, (size_t)count * sizeof(uint16_t));
+    for (int64_t i = 0; i < count; i++)
+        x[i] = random_half(dt);
+    for (int64_t j = 1; specials && j < rows; j += 3) {
+        const uint16_t *set = dt == QKV_BF16 ? bf16_specials : f16_specials;
+        x[j * ld + (j * 5) % width] = set[(j / 3) % HALF_SPECIALS];
+    }
+    input_seal(in);
+    return x;
+}
+
+/* Outputs whose double reference is inf or NaN, checked so far: the
+   special-value tests must see some. */
+static int64_t half_nonfinite_checked;
+
+/* check_close, where the double reference may be inf or NaN (special
+   inputs): then got must be the same infinity, or a NaN. */
+static void check_half_value(worst *w, double got, double want, double tol,
+                             const char *what, int64_t i, int64_t j)
+{
+    if (isnan(want) || isinf(want)) {
+        half_nonfinite_checked++;
+        if (isnan(want) ? isnan(got) : got == want)
+            return;
+        w->failures++;
+        note("%s[%lld][%lld]: got %.9g, want %.9g", what, (long long)i,
+             (long long)j, got, want);
+        return;
+    }
+    check_close(w, got, want, tol, what, i, j);
+}
+
+/* Bit-level identity of two m x cols outputs (row strides ld). */
+static void check_same_bits(worst *w, const float *got, const float *want,
+                            int64_t m, int64_t cols, int64_t ld, const char *what)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < cols; j++)
+            if (!same_float(got[i * ld + j], want[i * ld + j])) {
+                w->failures++;
+                note("%s[%lld][%lld]: %a, want %a bit for bit", what, (long long)i,
+                     (long long)j, got[i * ld + j], want[i * ld + j]);
+                return;
+            }
+}
+
+static void qk_half_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t n,
+                        int64_t k, const float *a, int64_t lda,
+                        const uint16_t *b, int64_t ldb, const uint16_t *b_next,
+                        out_buf *o, worst *w)
+{
+    const int64_t ldc = n + 5;
+    float *c = out_alloc(o, m, n, ldc);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            c[i * ldc + j] = 1e30f;     /* every element must be written */
+    out_snapshot(o);
+    kt->qk_half(dt, m, n, k, a, lda, b, ldb, c, ldc, b_next);
+    if (!out_intact(o, "qk_half C"))
+        w->failures++;
+}
+
+/* The twin's definition: the scalar qk_half equals converting B with the
+   scalar cvt and calling the scalar gemm_nt, bit for bit. */
+static void qk_half_twin_definition(const qkv_kernels *twin, qkv_dtype dt,
+                                    int64_t m, int64_t n, int64_t k,
+                                    const float *a, int64_t lda,
+                                    const uint16_t *b, int64_t ldb,
+                                    const out_buf *twin_out, worst *w)
+{
+    float *bf = malloc((size_t)(n * k) * sizeof(float));
+    float *c = malloc((size_t)(m * twin_out->ld) * sizeof(float));
+    float *scratch = aligned_alloc(QKV_SCRATCH_ALIGN,
+        (size_t)((QKV_GEMM_SCRATCH_FLOATS(n, k) + 15) / 16 * 16) * sizeof(float));
+    for (int64_t j = 0; j < n; j++)
+        (dt == QKV_BF16 ? twin->cvt_bf16_f32 : twin->cvt_f16_f32)(k, b + j * ldb, bf + j * k);
+    twin->gemm_nt(m, n, k, a, lda, bf, k, NULL, c, twin_out->ld, scratch);
+    check_same_bits(w, twin_out->data, c, m, n, twin_out->ld,
+                    "scalar qk_half vs cvt + gemm_nt");
+    free(bf);
+    free(c);
+    free(scratch);
+}
+
+static void qk_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                         qkv_dtype dt, int64_t m, int64_t n, int64_t k,
+                         int specials, worst *w)
+{
+    const int64_t lda = k + 3, ldb = k + 1;
+    input_buf ia, ib;
+    float *a = input_floats(&ia, (m - 1) * lda + k);
+    fill_uniform(a, (m - 1) * lda + k, -1.0f, 1.0f);
+    for (int64_t i = 0; i < (m - 1) * lda + k; i++)
+        if (a[i] == 0.0f)
+            a[i] = 0.5f;   /* inf * 0 would make NaN where inf is meant */
+    input_seal(&ia);
+    const uint16_t *b = half_input(&ib, dt, n, k, ldb, specials);
+
+    /* The prefetch hint: "next" rows one row on, so that the last one lies
+       past the end of B, on the guard page: a hint must not fault, nor
+       change a bit of the result. */
+    out_buf got, twin_out, no_hint;
+    qk_half_run(kt, dt, m, n, k, a, lda, b, ldb, b + ldb, &got, w);
+    qk_half_run(kt, dt, m, n, k, a, lda, b, ldb, NULL, &no_hint, w);
+    check_same_bits(w, got.data, no_hint.data, m, n, got.ld, "qk_half with vs without b_next");
+    qk_half_run(twin, dt, m, n, k, a, lda, b, ldb, NULL, &twin_out, w);
+    qk_half_twin_definition(twin, dt, m, n, k, a, lda, b, ldb, &twin_out, w);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double dot = 0.0, mag = 0.0;
+            for (int64_t p = 0; p < k; p++) {
+                const double term = (double)a[i * lda + p] * half_ref(dt, b[j * ldb + p]);
+                dot += term;
+                mag += fabs(term);
+            }
+            const double tol = (double)(k + 2) * FLT_EPSILON * mag + FLT_MIN;
+            const float c = got.data[i * got.ld + j];
+            check_half_value(w, c, dot, tol, "qk_half vs double", i, j);
+            check_half_value(w, c, twin_out.data[i * got.ld + j], 2 * tol,
+                             "qk_half vs scalar", i, j);
+        }
+    w->cases++;
+    out_free(&got);
+    out_free(&no_hint);
+    out_free(&twin_out);
+    input_free(&ia);
+    input_free(&ib);
+}
+
+static void pv_half_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t n,
+                        int64_t dv, const float *p, int64_t ldp,
+                        const uint16_t *v, int64_t ldv, const uint16_t *v_next,
+                        const float *alpha, const float *acc0, out_buf *o, worst *w)
+{
+    const int64_t ldacc = dv + 2;
+    float *acc = out_alloc(o, m, dv, ldacc);
+    for (int64_t i = 0; i < m; i++)
+        memcpy(acc + i * ldacc, acc0 + i * dv, (size_t)dv * sizeof(float));
+    out_snapshot(o);
+    kt->pv_half(dt, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc, v_next);
+    if (!out_intact(o, "pv_half acc"))
+        w->failures++;
+}
+
+/* The twin's definition: the scalar pv_half equals converting V with the
+   scalar cvt and calling the scalar pv_tile, bit for bit. */
+static void pv_half_twin_definition(const qkv_kernels *twin, qkv_dtype dt,
+                                    int64_t m, int64_t n, int64_t dv,
+                                    const float *p, int64_t ldp,
+                                    const uint16_t *v, int64_t ldv,
+                                    const float *alpha, const float *acc0,
+                                    const out_buf *twin_out, worst *w)
+{
+    const int64_t ld = twin_out->ld;
+    float *vf = malloc((size_t)(n * dv) * sizeof(float));
+    float *acc = malloc((size_t)(m * ld) * sizeof(float));
+    for (int64_t j = 0; j < n; j++)
+        (dt == QKV_BF16 ? twin->cvt_bf16_f32 : twin->cvt_f16_f32)(dv, v + j * ldv, vf + j * dv);
+    for (int64_t i = 0; i < m; i++)
+        memcpy(acc + i * ld, acc0 + i * dv, (size_t)dv * sizeof(float));
+    twin->pv_tile(m, n, dv, p, ldp, vf, dv, alpha, acc, ld);
+    check_same_bits(w, twin_out->data, acc, m, dv, ld, "scalar pv_half vs cvt + pv_tile");
+    free(vf);
+    free(acc);
+}
+
+static void pv_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                         qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
+                         int specials, worst *w)
+{
+    const int64_t ldp = n + 3, ldv = dv + 1;
+    input_buf ip, iv, ialpha;
+    float *p = input_floats(&ip, (m - 1) * ldp + n);
+    float *alpha = input_floats(&ialpha, m);
+    fill_uniform(p, (m - 1) * ldp + n, 0.0f, 1.0f);
+    for (int64_t i = 0; i < m; i++)
+        alpha[i] = i % 3 == 0 ? 1.0f : i % 3 == 1 ? rng_uniform(0.0f, 1.0f) : 0.0f;
+    input_seal(&ip);
+    input_seal(&ialpha);
+    const uint16_t *v = half_input(&iv, dt, n, dv, ldv, specials);
+    float *acc0 = malloc((size_t)(m * dv) * sizeof(float));
+    fill_uniform(acc0, m * dv, -4.0f, 4.0f);
+
+    /* The prefetch hint reaches past the end of V, as in qk_half_case. */
+    out_buf got, twin_out, no_hint;
+    pv_half_run(kt, dt, m, n, dv, p, ldp, v, ldv, v + ldv, alpha, acc0, &got, w);
+    pv_half_run(kt, dt, m, n, dv, p, ldp, v, ldv, NULL, alpha, acc0, &no_hint, w);
+    check_same_bits(w, got.data, no_hint.data, m, dv, got.ld, "pv_half with vs without v_next");
+    pv_half_run(twin, dt, m, n, dv, p, ldp, v, ldv, NULL, alpha, acc0, &twin_out, w);
+    pv_half_twin_definition(twin, dt, m, n, dv, p, ldp, v, ldv, alpha, acc0,
+                            &twin_out, w);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t c = 0; c < dv; c++) {
+            double sum = (double)alpha[i] * acc0[i * dv + c];
+            double mag = fabs(sum);
+            for (int64_t j = 0; j < n; j++) {
+                const double term = (double)p[i * ldp + j] * half_ref(dt, v[j * ldv + c]);
+                sum += term;
+                mag += fabs(term);
+            }
+            const double tol = (double)(n + 3) * FLT_EPSILON * mag + FLT_MIN;
+            const float out = got.data[i * got.ld + c];
+            check_half_value(w, out, sum, tol, "pv_half vs double", i, c);
+            check_half_value(w, out, twin_out.data[i * got.ld + c], 2 * tol,
+                             "pv_half vs scalar", i, c);
+        }
+    w->cases++;
+    free(acc0);
+    out_free(&got);
+    out_free(&no_hint);
+    out_free(&twin_out);
+    input_free(&ip);
+    input_free(&iv);
+    input_free(&ialpha);
+}
+
+/* One of the two kernels over every decode shape, both storage types;
+   with `specials`, K or V hold inf, NaN and subnormal halves. */
+static void test_half_kernel(const qkv_kernels *kt, const qkv_kernels *twin,
+                             int pv, int specials)
+{
+    const char *name = pv ? "pv_half" : "qk_half";
+    char what[64];
+    snprintf(what, sizeof what, "%s%s", name, specials ? " specials" : "");
+    tap_begin(kt->isa, what);
+    if (pv ? !kt->pv_half : !kt->qk_half) {
+        tap_result(0, "%s %s: missing from the table", qkv_isa_name(kt->isa), name);
+        return;
+    }
+    worst w = {0};
+    half_nonfinite_checked = 0;
+    const int64_t n_keys = (int64_t)(sizeof half_keys / sizeof half_keys[0]);
+    const int64_t n_depths = (int64_t)(sizeof half_depths / sizeof half_depths[0]);
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int64_t m = 1; m <= HALF_MAX_ROWS; m++)
+            for (int64_t x = 0; x < n_keys; x++)
+                for (int64_t y = 0; y < n_depths; y++) {
+                    const qkv_dtype dt = bf16 ? QKV_BF16 : QKV_F16;
+                    if (pv)
+                        pv_half_case(kt, twin, dt, m, half_keys[x], half_depths[y], specials, &w);
+                    else
+                        qk_half_case(kt, twin, dt, m, half_keys[x], half_depths[y], specials, &w);
+                }
+    if (specials && half_nonfinite_checked == 0) {
+        w.failures++;
+        note("no output was inf or NaN: the special values were not exercised");
+    }
+    tap_result(w.failures == 0, "%s %s: %lld shapes (f16, bf16) vs double and scalar, worst err/tol %.3g, %lld inf/NaN outputs",
+               qkv_isa_name(kt->isa), what, (long long)w.cases, w.ratio,
+               (long long)half_nonfinite_checked);
+}
+
+/* ------------------------------------------------------------------ */
 /* Golden cases through the public API                                */
 /* ------------------------------------------------------------------ */
 
@@ -1274,6 +1567,10 @@ static void check_isa(qkv_isa isa)
     test_cvt_all(kt, twin, 0);
     test_cvt_all(kt, twin, 1);
     test_cvt_tails(kt);
+    test_half_kernel(kt, twin, 0, 0);
+    test_half_kernel(kt, twin, 0, 1);
+    test_half_kernel(kt, twin, 1, 0);
+    test_half_kernel(kt, twin, 1, 1);
     test_golden(isa);
 }
 

@@ -25,6 +25,16 @@ void qkv_exp_shift_scale_scalar(int64_t n, const float *src, float shift,
                                 float mul, float *dst);
 void qkv_cvt_f16_f32_scalar(int64_t n, const uint16_t *src, float *dst);
 void qkv_cvt_bf16_f32_scalar(int64_t n, const uint16_t *src, float *dst);
+void qkv_qk_half_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
+                        const float *a, int64_t lda,
+                        const uint16_t *b, int64_t ldb,
+                        float *c, int64_t ldc,
+                        const uint16_t *b_next);
+void qkv_pv_half_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
+                        const float *p, int64_t ldp,
+                        const uint16_t *v, int64_t ldv,
+                        const float *alpha, float *acc, int64_t ldacc,
+                        const uint16_t *v_next);
 
 /* One element; used by the SIMD conversions for their tails. */
 float qkv_f16_to_f32_scalar(uint16_t h);

@@ -1,0 +1,36 @@
+/*
+ * qk_half, scalar: C = A * float(B)^T for B stored as F16 or BF16 (see
+ * kernels.h), the twin of every SIMD qk_half.
+ *
+ * Each element of B is widened exactly (qkv_f16_to_f32_scalar /
+ * qkv_bf16_to_f32_scalar, kernels/scalar/cvt_scalar.c), then each C[i][j]
+ * is one dot product accumulated in float in order p = 0..k-1, as in
+ * qkv_gemm_nt_scalar without bias: the result is bit for bit that of
+ * converting B with cvt_*_f32 and calling gemm_nt. No alignment
+ * requirement, no over-read.
+ */
+#include "kernels_scalar.h"
+
+static float widen(qkv_dtype dt, uint16_t h)
+{
+    return dt == QKV_BF16 ? qkv_bf16_to_f32_scalar(h) : qkv_f16_to_f32_scalar(h);
+}
+
+void qkv_qk_half_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
+                        const float *a, int64_t lda,
+                        const uint16_t *b, int64_t ldb,
+                        float *c, int64_t ldc,
+                        const uint16_t *b_next)
+{
+    (void)b_next;   /* a prefetch hint: nothing to do in scalar code */
+    for (int64_t i = 0; i < m; i++) {
+        const float *a_row = a + i * lda;
+        for (int64_t j = 0; j < n; j++) {
+            const uint16_t *b_row = b + j * ldb;
+            float dot = 0.0f;
+            for (int64_t p = 0; p < k; p++)
+                dot += a_row[p] * widen(dt, b_row[p]);
+            c[i * ldc + j] = dot;
+        }
+    }
+}
