@@ -4,7 +4,9 @@
  *
  * 1. B is packed once per call into the caller's scratch: column blocks
  *    of TASK_N rows of B, each as ceil(k / BLOCK_K) blocks of
- *    TASK_N x BLOCK_K (kt->pack_nt), in parallel over column blocks.
+ *    TASK_N x BLOCK_K (kt->pack_nt), in parallel over column blocks. A
+ *    wide B is packed and used one group of columns at a time (at most
+ *    PACK_BUDGET_FLOATS packed), so the scratch stays bounded.
  * 2. C is cut into tasks of TASK_M rows by TASK_N columns. A task walks
  *    k: one kt->gemm_packed call per block of k over all its rows,
  *    accumulating into C from the second block on, the bias with the last.
@@ -30,7 +32,7 @@
  * per-thread scratch, whose small-m path reads B in place.
  *
  * The scratch comes from the caller (qkv_gemm_nt_scratch_floats says how
- * much: about n x k floats, the packed B), so a driver can reserve it in
+ * much: about min(n x k, 1 Mi) floats, packed B), so a driver can reserve it in
  * its own single allocation and the GEMM itself cannot fail.
  */
 #include "internal.h"
@@ -43,6 +45,11 @@
 /* TASK_M is a multiple of the AVX-512 and AVX2 micro-kernels' 6 rows and
    of NEON's 4 (no row tails inside a task), TASK_N of every ISA's panel. */
 enum { TASK_M = 96, TASK_N = 64, BLOCK_K = 128, DIRECT_M = 8 };
+
+/* Most floats of packed B at a time: B is packed and used in groups of
+   columns that fit (4 MiB, in L3), so the scratch stays bounded for wide
+   layers. The design shape (1536 x 512 = 0.75 Mi floats) is one group. */
+enum { PACK_BUDGET_FLOATS = 1 << 20 };
 
 /* Floats per QKV_SCRATCH_ALIGN bytes. */
 enum { ALIGN_FLOATS = QKV_SCRATCH_ALIGN / sizeof(float) };
@@ -100,6 +107,13 @@ static int64_t direct_floats(int64_t n, int64_t k)
     return floats / ALIGN_FLOATS * ALIGN_FLOATS;
 }
 
+/* Columns of B per group: a multiple of TASK_N, at least one block. */
+static int64_t group_columns(int64_t n, int64_t k)
+{
+    const int64_t blocks = PACK_BUDGET_FLOATS / TASK_N / (k > 0 ? k : 1);
+    return min64(n, (blocks > 1 ? blocks : 1) * TASK_N);
+}
+
 int64_t qkv_gemm_nt_scratch_floats(int64_t m, int64_t n, int64_t k, int num_threads)
 {
     if (m <= 0 || n <= 0 || k < 0)
@@ -112,8 +126,8 @@ int64_t qkv_gemm_nt_scratch_floats(int64_t m, int64_t n, int64_t k, int num_thre
             return -1;
         return total;
     }
-    const int64_t slab = packed_slab_floats(n, k);
-    if (slab < 0 || !qkv_mul_ok(slab, blocks_along(n, TASK_N), &total))
+    const int64_t group = group_columns(n, k), slab = packed_slab_floats(group, k);
+    if (slab < 0 || !qkv_mul_ok(slab, blocks_along(group, TASK_N), &total))
         return -1;
     return total;
 }
@@ -184,30 +198,33 @@ void qkv_gemm_nt_blocked_in(const qkv_kernels *kt,
         gemm_direct(kt, m, n, k, a, lda, b, ldb, bias, c, ldc, threads, scratch);
         return;
     }
-    const int64_t blocks_n = blocks_along(n, TASK_N);
-    const int64_t tasks = blocks_along(m, TASK_M) * blocks_n;
-    const int64_t slab = packed_slab_floats(n, k);
+    const int64_t group = group_columns(n, k), blocks_m = blocks_along(m, TASK_M);
 
 #if QKV_HAVE_OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
-    {
-        /* B packed once, shared by every task (the loop ends in a barrier). */
+    for (int64_t g0 = 0; g0 < n; g0 += group) {
+        /* Every thread walks the groups; each loop below ends in a barrier,
+           so a group's packed B is complete before it is used and in use
+           until every task of the group is done. */
+        const int64_t cols = min64(n - g0, group), blocks_n = blocks_along(cols, TASK_N);
+        const int64_t slab = packed_slab_floats(cols, k);
 #if QKV_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
         for (int64_t jb = 0; jb < blocks_n; jb++)
-            pack_slab(kt, jb, n, k, b, ldb, scratch + jb * slab);
+            pack_slab(kt, jb, cols, k, b + g0 * ldb, ldb, scratch + jb * slab);
 
         /* Column blocks vary fastest: a thread's consecutive tasks share
            their rows of A, which stay in L2. */
 #if QKV_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int64_t t = 0; t < tasks; t++) {
+        for (int64_t t = 0; t < blocks_m * blocks_n; t++) {
             const int64_t i0 = (t / blocks_n) * TASK_M, jb = t % blocks_n;
-            gemm_task(kt, min64(m - i0, TASK_M), jb, n, k, a + i0 * lda, lda,
-                      scratch + jb * slab, bias, c + i0 * ldc, ldc);
+            gemm_task(kt, min64(m - i0, TASK_M), jb, cols, k, a + i0 * lda, lda,
+                      scratch + jb * slab, bias ? bias + g0 : NULL,
+                      c + i0 * ldc + g0, ldc);
         }
     }
     (void)threads;   /* unused without OpenMP */
