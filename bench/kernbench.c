@@ -5,7 +5,15 @@
  *
  *   gemm_nt       block_q x block_k x D   (Q K^T tile of src/sdpa.c)
  *                 1 x block_k x 128       (the same tile when decoding)
- *                 64 x 64 x 512 + bias    (a projection block of src/gemm.c)
+ *                 64 x 64 x 512 + bias    (the old projection block)
+ *   pack_nt       block_k x D             (a K block of src/sdpa.c)
+ *                 64 x 512                (a panel of nn.Linear weights)
+ *   gemm_packed   block_q x block_k x D   (Q K^T tile from a packed K block)
+ *                 96 x 64 x 128 + acc     (one k-block of src/gemm.c)
+ *   gemm (driver) 2048 x 1536 x 512 + bias, 2048 x 512 x 512 + bias: the
+ *                 multi-head layer's fused QKV and output projections
+ *                 through qkv_gemm_nt_blocked_in, one thread (SIMD tables
+ *                 only; no scalar comparison, which would take seconds)
  *   softmax_tile  block_q x block_k
  *   pv_tile       block_q x block_k x D, 1 x block_k x 128 (decode)
  *   exp_shift_scale  block_k and 2048 elements (the weights output)
@@ -21,12 +29,14 @@
  *
  *   kernbench [--isa NAME] [--kernel SUBSTRING]
  */
+#include <assert.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench_util.h"
+#include "internal.h"
 #include "kernels.h"
 #include "peak.h"
 #include "qkv.h"
@@ -37,27 +47,33 @@
 
 typedef enum kernel_id {
     K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_CVT_F16, K_CVT_BF16,
-    K_QK_HALF_F16, K_QK_HALF_BF16, K_PV_HALF_F16, K_PV_HALF_BF16
+    K_QK_HALF_F16, K_QK_HALF_BF16, K_PV_HALF_F16, K_PV_HALF_BF16,
+    K_PACK_NT, K_GEMM_PACKED, K_GEMM_PROJ
 } kernel_id;
 
 static const char *const kernel_names[] = {
     "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "cvt_f16_f32", "cvt_bf16_f32",
     "qk_half_f16", "qk_half_bf16", "pv_half_f16", "pv_half_bf16",
+    "pack_nt", "gemm_packed", "gemm (driver)",
 };
 
 /* One call: sizes as the kernel names them (m, n, k or dv). */
 typedef struct kcase {
     kernel_id kernel;
     int64_t m, n, k;
-    int bias;
+    int bias;              /* gemm_packed: accumulate instead */
     const char *note;      /* where the driver uses this size */
 } kcase;
 
 /* Largest sizes any case uses, for the shared buffers. */
 enum { MAX_ROWS = 256, MAX_COLS = 2048, MAX_DEPTH = 512 };
 
+/* The projection-sized GEMM's operands (K_GEMM_PROJ). */
+enum { PROJ_ROWS = 2048, PROJ_COLS = 1536, PROJ_DEPTH = 512 };
+
 typedef struct buffers {
     float *a, *b, *bias, *c, *scratch;
+    float *proj_a, *proj_b, *proj_bias, *proj_c, *proj_scratch;
     float *s, *row_max, *row_sum, *alpha, *acc;
     float *src, *dst;
     uint16_t *f16, *bf16;
@@ -65,6 +81,9 @@ typedef struct buffers {
 } buffers;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* At least the number of rows cases_for makes (checked there). */
+enum { MAX_CASES = 40 };
 
 /* The cases of one table: sized by its block_q and block_k. */
 static int cases_for(const qkv_kernels *kt, kcase *out)
@@ -74,7 +93,15 @@ static int cases_for(const qkv_kernels *kt, kcase *out)
     out[n++] = (kcase){K_GEMM_NT, bq, bk, 64, 0, "Q K^T tile, D=64"};
     out[n++] = (kcase){K_GEMM_NT, bq, bk, 128, 0, "Q K^T tile, D=128"};
     out[n++] = (kcase){K_GEMM_NT, 1, bk, 128, 0, "decode Q K^T, D=128"};
-    out[n++] = (kcase){K_GEMM_NT, 64, 64, 512, 1, "projection block"};
+    out[n++] = (kcase){K_GEMM_NT, 64, 64, 512, 1, "old projection block"};
+    out[n++] = (kcase){K_PACK_NT, 1, bk, 64, 0, "K block, D=64"};
+    out[n++] = (kcase){K_PACK_NT, 1, 64, 512, 0, "weights panel"};
+    out[n++] = (kcase){K_GEMM_PACKED, bq, bk, 64, 0, "Q K^T tile, packed K"};
+    out[n++] = (kcase){K_GEMM_PACKED, 96, 64, 128, 1, "projection k-block"};
+    if (kt->isa != QKV_ISA_SCALAR) {
+        out[n++] = (kcase){K_GEMM_PROJ, PROJ_ROWS, PROJ_COLS, PROJ_DEPTH, 1, "QKV projection"};
+        out[n++] = (kcase){K_GEMM_PROJ, PROJ_ROWS, 512, PROJ_DEPTH, 1, "output projection"};
+    }
     out[n++] = (kcase){K_SOFTMAX_TILE, bq, bk, 0, 0, "score tile"};
     out[n++] = (kcase){K_PV_TILE, bq, bk, 64, 0, "P V tile, D=64"};
     out[n++] = (kcase){K_PV_TILE, bq, bk, 128, 0, "P V tile, D=128"};
@@ -89,6 +116,7 @@ static int cases_for(const qkv_kernels *kt, kcase *out)
         out[n++] = (kcase){k, 1, bk, 128, 0, "decode, D=128"};
         out[n++] = (kcase){k, 4, bk, 128, 0, "decode, KV group of 4, D=128"};
     }
+    assert(n <= MAX_CASES);
     return n;
 }
 
@@ -130,20 +158,40 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
                     b->a, c->n, c->kernel == K_PV_HALF_BF16 ? b->kv_bf16 : b->kv_f16,
                     c->k, b->alpha, b->acc, c->k, NULL);
         break;
+    case K_PACK_NT:
+        kt->pack_nt(c->n, c->k, b->b, c->k, b->scratch);
+        break;
+    case K_GEMM_PACKED:
+        /* scratch holds whatever pack_nt left: the timing does not care. */
+        kt->gemm_packed(c->m, c->n, c->k, b->a, c->k, b->scratch, NULL, c->bias,
+                        b->c, c->n);
+        break;
+    case K_GEMM_PROJ:
+        qkv_gemm_nt_blocked_in(kt, c->m, c->n, c->k, b->proj_a, c->k, b->proj_b, c->k,
+                               b->proj_bias, b->proj_c, c->n, 1, b->proj_scratch);
+        break;
     }
+}
+
+/* The F16/BF16 products (qk_half, pv_half). */
+static int is_half_product(kernel_id k)
+{
+    return k == K_QK_HALF_F16 || k == K_QK_HALF_BF16 ||
+           k == K_PV_HALF_F16 || k == K_PV_HALF_BF16;
 }
 
 /* FLOPs of one call for the GEMM-like kernels, else 0. */
 static double case_flops(const kcase *c)
 {
-    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || c->kernel >= K_QK_HALF_F16)
+    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || is_half_product(c->kernel) ||
+        c->kernel == K_GEMM_PACKED || c->kernel == K_GEMM_PROJ)
         return 2.0 * (double)(c->m * c->n * c->k);
     return 0.0;
 }
 
 static double case_elements(const kcase *c)
 {
-    return (double)(c->m * c->n);
+    return (double)(c->m * c->n * (c->kernel == K_PACK_NT ? c->k : 1));
 }
 
 /* Buffers that never share their address bits 6..11: the cores compare
@@ -196,6 +244,17 @@ static void buffers_init(buffers *b)
     bench_fill_f16(b->kv_f16, kv, -1.0f, 1.0f, &seed);
     b->kv_bf16 = staggered_alloc(kv * sizeof(uint16_t));
     bench_fill_bf16(b->kv_bf16, kv, -1.0f, 1.0f, &seed);
+
+    const size_t proj_a = (size_t)PROJ_ROWS * PROJ_DEPTH, proj_b = (size_t)PROJ_COLS * PROJ_DEPTH;
+    b->proj_a = staggered_alloc(proj_a * sizeof(float));
+    bench_fill_f32(b->proj_a, proj_a, -1.0f, 1.0f, &seed);
+    b->proj_b = staggered_alloc(proj_b * sizeof(float));
+    bench_fill_f32(b->proj_b, proj_b, -0.05f, 0.05f, &seed);
+    b->proj_bias = staggered_alloc(PROJ_COLS * sizeof(float));
+    bench_fill_f32(b->proj_bias, PROJ_COLS, -0.1f, 0.1f, &seed);
+    b->proj_c = staggered_alloc((size_t)PROJ_ROWS * PROJ_COLS * sizeof(float));
+    const int64_t scratch = qkv_gemm_nt_scratch_floats(PROJ_ROWS, PROJ_COLS, PROJ_DEPTH, 1);
+    b->proj_scratch = staggered_alloc((size_t)scratch * sizeof(float));
 }
 
 /* ------------------------------------------------------------------ */
@@ -272,11 +331,16 @@ static void print_case(const qkv_kernels *kt, const kcase *c, double ns,
                        double scalar_ns, double peak)
 {
     char size[48];
-    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || c->kernel >= K_QK_HALF_F16)
+    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || is_half_product(c->kernel) ||
+        c->kernel == K_GEMM_PROJ)
         snprintf(size, sizeof size, "%lldx%lldx%lld%s", (long long)c->m,
                  (long long)c->n, (long long)c->k, c->bias ? "+b" : "");
-    else if (c->kernel == K_SOFTMAX_TILE)
-        snprintf(size, sizeof size, "%lldx%lld", (long long)c->m, (long long)c->n);
+    else if (c->kernel == K_GEMM_PACKED)
+        snprintf(size, sizeof size, "%lldx%lldx%lld%s", (long long)c->m,
+                 (long long)c->n, (long long)c->k, c->bias ? "+acc" : "");
+    else if (c->kernel == K_SOFTMAX_TILE || c->kernel == K_PACK_NT)
+        snprintf(size, sizeof size, "%lldx%lld", (long long)(c->kernel == K_PACK_NT ? c->n : c->m),
+                 (long long)(c->kernel == K_PACK_NT ? c->k : c->n));
     else
         snprintf(size, sizeof size, "%lld", (long long)c->n);
 
@@ -289,7 +353,10 @@ static void print_case(const qkv_kernels *kt, const kcase *c, double ns,
     } else {
         printf("%8.3f elem/ns %6s ", case_elements(c) / ns, "");
     }
-    printf("%7.2fx  %s\n", scalar_ns / ns, c->note);
+    if (scalar_ns > 0.0)
+        printf("%7.2fx  %s\n", scalar_ns / ns, c->note);
+    else
+        printf("%7s   %s\n", "-", c->note);
     fflush(stdout);
 }
 
@@ -316,14 +383,16 @@ int main(int argc, char **argv)
         if (!kt || (o.only_isa != QKV_ISA_AUTO && o.only_isa != order[i]))
             continue;
         const double peak = bench_fma_peak_gflops(order[i]);
-        kcase cases[24];
+        kcase cases[MAX_CASES];
         const int n = cases_for(kt, cases);
         for (int c = 0; c < n; c++) {
             if (o.kernel_filter && !strstr(kernel_names[cases[c].kernel], o.kernel_filter))
                 continue;
             const double ns = time_case(kt, &cases[c], &b);
             /* The scalar twin at the same size, for the speed-up. */
-            const double scalar_ns = kt == scalar ? ns : time_case(scalar, &cases[c], &b);
+            const double scalar_ns = kt == scalar ? ns
+                                   : cases[c].kernel == K_GEMM_PROJ ? 0.0
+                                   : time_case(scalar, &cases[c], &b);
             print_case(kt, &cases[c], ns, scalar_ns, peak);
         }
     }

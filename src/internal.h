@@ -60,12 +60,14 @@ qkv_status qkv_sdpa_with(const qkv_kernels *kt,
 /* ---- gemm.c ---------------------------------------------------------- */
 
 /* Floats of scratch (QKV_SCRATCH_ALIGN-aligned) that qkv_gemm_nt_blocked_in
-   needs for C [m, n] = A [m, k] * B^T with `num_threads`; -1 on overflow,
-   0 when there is nothing to compute. */
+   needs for C [m, n] = A [m, k] * B^T with `num_threads` (about n * k: B
+   packed, shared by the threads); -1 on overflow, 0 when there is nothing
+   to compute. */
 int64_t qkv_gemm_nt_scratch_floats(int64_t m, int64_t n, int64_t k, int num_threads);
 
 /* C = A * B^T (+ bias) for A [m, k], B [n, k] (nn.Linear layout),
-   C [m, n], through kt->gemm_nt on cache-sized blocks, in parallel over
+   C [m, n]: B packed once (kt->pack_nt), then kt->gemm_packed on
+   cache-sized blocks (kt->gemm_nt when m is small), in parallel over
    blocks of C with `num_threads` threads (see qkv_thread_count), in the
    caller's scratch (qkv_gemm_nt_scratch_floats floats). Cannot fail. The
    blocking does not depend on the thread count, so neither does C. */

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "golden.h"
+#include "internal.h"
 #include "kernels.h"
 #include "qkv.h"
 #include "ref/ref.h"
@@ -655,6 +656,119 @@ static void test_gemm_packed(const qkv_kernels *kt, const qkv_kernels *twin)
             }
     tap_result(w.failures == 0,
                "%s pack_nt + gemm_packed: %lld shapes vs double and scalar, k split, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
+}
+
+/* ------------------------------------------------------------------ */
+/* The projection GEMM driver (src/gemm.c), one thread                */
+/* ------------------------------------------------------------------ */
+
+/* qkv_gemm_nt_blocked_in with table kt into a guarded C, in exactly
+   qkv_gemm_nt_scratch_floats floats of scratch followed by canaries. */
+static void driver_run(const qkv_kernels *kt, int64_t m, int64_t n, int64_t k,
+                       const float *a, int64_t lda, const float *b, int64_t ldb,
+                       const float *bias, out_buf *o, worst *w)
+{
+    const int64_t ldc = n + 3;
+    float *c = out_alloc(o, m, n, ldc);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            c[i * ldc + j] = NAN;       /* every element must be written */
+    out_snapshot(o);
+    const int64_t floats = qkv_gemm_nt_scratch_floats(m, n, k, 1);
+    float *scratch = aligned_alloc(QKV_SCRATCH_ALIGN,
+        (size_t)((floats + PACK_CANARIES + 15) / 16 * 16) * sizeof(float));
+    if (floats < 0 || !scratch) {
+        fprintf(stderr, "gemm driver: no scratch\n");
+        exit(99);
+    }
+    for (int64_t i = 0; i < PACK_CANARIES; i++)
+        scratch[floats + i] = -7.0f;
+    qkv_gemm_nt_blocked_in(kt, m, n, k, a, lda, b, ldb, bias, c, ldc, 1, scratch);
+    int ok = out_intact(o, "gemm driver C");
+    for (int64_t i = 0; i < PACK_CANARIES; i++)
+        if (scratch[floats + i] != -7.0f) {
+            note("gemm driver wrote past qkv_gemm_nt_scratch_floats(%lld, %lld, %lld)",
+                 (long long)m, (long long)n, (long long)k);
+            ok = 0;
+            break;
+        }
+    if (!ok)
+        w->failures++;
+    free(scratch);
+}
+
+/* One shape: the driver vs the double reference, vs the driver on the
+   scalar table, and bit for bit vs one gemm_nt call on the whole problem
+   (its blocking must not change the order of any sum). */
+static void driver_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                        int64_t m, int64_t n, int64_t k, int with_bias, worst *w)
+{
+    const int64_t lda = k + 1, ldb = k + 2;
+    input_buf ia, ib, ibias;
+    float *a = input_floats(&ia, (m - 1) * lda + k);
+    float *b = input_floats(&ib, (n - 1) * ldb + k);
+    float *bias = with_bias ? input_floats(&ibias, n) : NULL;
+    fill_uniform(a, (m - 1) * lda + k, -1.0f, 1.0f);
+    fill_uniform(b, (n - 1) * ldb + k, -1.0f, 1.0f);
+    if (bias)
+        fill_uniform(bias, n, -1.0f, 1.0f);
+    input_seal(&ia);
+    input_seal(&ib);
+    if (bias)
+        input_seal(&ibias);
+
+    out_buf got, twin_out, whole;
+    driver_run(kt, m, n, k, a, lda, b, ldb, bias, &got, w);
+    driver_run(twin, m, n, k, a, lda, b, ldb, bias, &twin_out, w);
+    gemm_run(kt, m, n, k, a, lda, b, ldb, bias, &whole, w);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double dot = bias ? bias[j] : 0.0, mag = bias ? fabs(bias[j]) : 0.0;
+            for (int64_t p = 0; p < k; p++) {
+                dot += (double)a[i * lda + p] * b[j * ldb + p];
+                mag += fabs((double)a[i * lda + p] * b[j * ldb + p]);
+            }
+            const double tol = (double)(k + 2) * FLT_EPSILON * mag + FLT_MIN;
+            const float c = got.data[i * got.ld + j];
+            check_close(w, c, dot, tol, "gemm driver vs double", i, j);
+            check_close(w, c, twin_out.data[i * twin_out.ld + j], 2 * tol,
+                        "gemm driver vs scalar", i, j);
+            if (!same_float(c, whole.data[i * whole.ld + j])) {
+                note("gemm driver %lldx%lldx%lld [%lld][%lld]: %.9g, one gemm_nt call %.9g",
+                     (long long)m, (long long)n, (long long)k, (long long)i,
+                     (long long)j, c, whole.data[i * whole.ld + j]);
+                w->failures++;
+            }
+        }
+    w->cases++;
+    out_free(&got);
+    out_free(&twin_out);
+    out_free(&whole);
+    input_free(&ia);
+    input_free(&ib);
+    if (bias)
+        input_free(&ibias);
+}
+
+/* Rows around the direct (few rows) path and the row tasks, columns and
+   depths around the column blocks and the blocks of k. */
+static void test_gemm_driver(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    static const int64_t ms[] = {1, 8, 9, 97, 200};
+    static const int64_t ns[] = {1, 63, 65, 130};
+    static const int64_t ks[] = {1, 127, 128, 129, 300};
+    worst w = {0};
+    tap_begin(kt->isa, "gemm driver");
+    for (size_t x = 0; x < sizeof ms / sizeof ms[0]; x++)
+        for (size_t y = 0; y < sizeof ns / sizeof ns[0]; y++)
+            for (size_t z = 0; z < sizeof ks / sizeof ks[0]; z++)
+                driver_case(kt, twin, ms[x], ns[y], ks[z], (int)(x + y + z) & 1, &w);
+    /* A deep B is packed and used in groups of 64 columns (64 x 16400
+       floats fill the packing budget): three groups, the last of 2. */
+    driver_case(kt, twin, 13, 130, 16400, 1, &w);
+    tap_result(w.failures == 0,
+               "%s gemm driver (src/gemm.c): %lld shapes vs double, scalar and one gemm_nt call, worst err/tol %.3g",
                qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
 }
 
@@ -1559,6 +1673,7 @@ static void check_isa(qkv_isa isa)
     test_gemm(kt, twin);
     test_gemm_packed(kt, twin);
     test_gemm_packed_prefix(kt);
+    test_gemm_driver(kt, twin);
     test_pv(kt, twin);
     test_softmax(kt, twin);
     test_exp_shift_scale(kt);
