@@ -34,6 +34,10 @@
    every table: (n rounded up to 32) * k + 64. */
 #define QKV_GEMM_SCRATCH_FLOATS(n, k) ((((n) + 31) / 32) * 32 * (k) + 64)
 
+/* Column alignment at which a block packed by pack_nt may be entered
+   (see pack_nt). */
+#define QKV_PACK_COLUMN_ALIGN 16
+
 typedef struct qkv_kernels {
     qkv_isa isa;
 
@@ -93,9 +97,12 @@ typedef struct qkv_kernels {
        layout: at most QKV_GEMM_SCRATCH_FLOATS(n, k) floats, `packed`
        QKV_SCRATCH_ALIGN-aligned. Only this table's gemm_packed, with the
        same k and the same n or a smaller one, may read the result: a block
-       packed with n also serves its first n' <= n columns (every layout
-       is a sequence of fixed-width panels), which lets the attention
-       driver cache a key block once and use prefixes of it. */
+       packed with n also serves its first n' <= n columns, and columns
+       from c0 on, for c0 a multiple of QKV_PACK_COLUMN_ALIGN, are a packed
+       block of their own at packed + c0 * k (every layout is a sequence
+       of panels whose width divides QKV_PACK_COLUMN_ALIGN). This lets the
+       attention driver cache a key block once and use any run of keys in
+       it. */
     void (*pack_nt)(int64_t n, int64_t k, const float *b, int64_t ldb,
                     float *packed);
 

@@ -389,10 +389,10 @@ static qkv_status plan_tasks(const qkv_kernels *kt, const sdpa_problem *pr,
 /* Offsets (in floats) of each buffer inside one thread's scratch. */
 typedef struct scratch_layout {
     int64_t q, s, acc, k, v, gemm, row_max, row_sum, alpha;
-    /* The block caches: k_blocks packed blocks of k_block_floats, v_blocks
-       blocks of block_k rows of V, and one ready byte per cached block. */
-    int64_t k_cache, v_cache, ready;
-    int64_t k_blocks, v_blocks, k_block_floats;
+    /* The block caches: k_slots packed blocks of k_block_floats, v_slots
+       blocks of block_k rows of V, and the tag of each slot (K first). */
+    int64_t k_cache, v_cache, tags;
+    int64_t k_slots, v_slots, k_block_floats;
     int64_t total;
 } scratch_layout;
 
@@ -418,19 +418,19 @@ static int needs_row_buffer(qkv_dtype dt, const int64_t stride[4], int64_t width
     return dt != QKV_F32 || rows_share_l1_sets(stride[2], width);
 }
 
-/* How many blocks of each cache a thread keeps (0: no cache). */
+/* How many blocks (slots) of each cache a thread keeps (0: no cache). */
 static void plan_caches(const sdpa_problem *pr, int64_t rows, int64_t bk,
                         scratch_layout *l)
 {
     const int64_t blocks = (pr->lk + bk - 1) / bk;
-    l->k_blocks = l->v_blocks = l->k_block_floats = 0;
+    l->k_slots = l->v_slots = l->k_block_floats = 0;
     if (rows < CACHE_MIN_ROWS || pr->d > CACHE_MAX_FLOATS / bk)
         return;   /* (the second test also keeps the sizes below small) */
     l->k_block_floats = round_up_floats(QKV_GEMM_SCRATCH_FLOATS(bk, pr->d));
-    l->k_blocks = min64(blocks, CACHE_MAX_FLOATS / l->k_block_floats);
+    l->k_slots = min64(blocks, CACHE_MAX_FLOATS / l->k_block_floats);
     if (needs_row_buffer(pr->v_dtype, pr->v_stride, pr->dv) &&
         pr->dv <= CACHE_MAX_FLOATS / bk)
-        l->v_blocks = min64(blocks, CACHE_MAX_FLOATS / (bk * pr->dv));
+        l->v_slots = min64(blocks, CACHE_MAX_FLOATS / (bk * pr->dv));
 }
 
 static qkv_status plan_scratch(const sdpa_problem *pr, int64_t rows,
@@ -448,13 +448,12 @@ static qkv_status plan_scratch(const sdpa_problem *pr, int64_t rows,
     sizes[5] += 64;   /* QKV_GEMM_SCRATCH_FLOATS(bk, d) */
     sizes[6] = sizes[7] = sizes[8] = rows;
     plan_caches(pr, rows, bk, l);
-    sizes[9] = l->k_blocks * l->k_block_floats;
-    sizes[10] = l->v_blocks * bk * pr->dv;
-    sizes[11] = (l->k_blocks + l->v_blocks + (int64_t)sizeof(float) - 1) /
-                (int64_t)sizeof(float);
+    sizes[9] = l->k_slots * l->k_block_floats;
+    sizes[10] = l->v_slots * bk * pr->dv;
+    sizes[11] = (l->k_slots + l->v_slots) * (int64_t)(sizeof(int64_t) / sizeof(float));
     int64_t *fields[12] = {&l->q, &l->s, &l->acc, &l->k, &l->v, &l->gemm,
                            &l->row_max, &l->row_sum, &l->alpha,
-                           &l->k_cache, &l->v_cache, &l->ready};
+                           &l->k_cache, &l->v_cache, &l->tags};
     for (int i = 0; i < 12; i++) {
         *fields[i] = off;
         if (!qkv_add_ok(off, round_up_floats(sizes[i]), &off))
@@ -526,10 +525,12 @@ static const float *kv_rows_f32(const qkv_kernels *kt, const void *base,
    a thread runs several of them in a row. A block of keys that a task
    prepares — K packed for gemm_packed, V converted to F32 or copied out of
    rows that share L1 sets — is kept in the thread's scratch for the next
-   task of the same (batch, KV head). Which path a tile takes depends only
-   on the tile (a whole block of the blocks starting at key 0, within the
-   caches' capacity), never on what the cache holds, so results do not
-   depend on the order of tasks or the thread count. */
+   task of the same (batch, KV head). Block b lives in slot b % slots, so
+   the blocks a task walks in order stay cached when they fit (a causal
+   task's keys from 0, a sliding window's run of keys). Which path a tile
+   takes depends only on the tile (where it starts in its block), never
+   on what the cache holds, so results do not depend on the order of
+   tasks or the thread count. */
 
 /* Keys in the block that starts at key j0 (a multiple of block_k). */
 static int64_t block_keys(const task_ctx *t, int64_t j0)
@@ -537,31 +538,42 @@ static int64_t block_keys(const task_ctx *t, int64_t j0)
     return min64(t->bk, t->pr->lk - j0);
 }
 
-/* Index of the cached block whose first n keys are keys j0..j0+n-1, or -1
-   if they do not start a block or it is past the cache's `blocks`. A
-   prefix of a block is enough: the diagonal slabs of a causal task and a
-   tile cut short by kv_len are such prefixes. */
-static int64_t cached_block(const task_ctx *t, int64_t j0, int64_t blocks)
+/* The end of the tile that starts at key j0: the next multiple of
+   block_k, or the task's last key. Tiles are aligned to the blocks even
+   when a task's keys start elsewhere (a sliding window): only its first
+   tile is then a part of a block, every other one is a cached block or a
+   prefix of one. */
+static int64_t tile_end(const task_ctx *t, int64_t j0)
 {
-    if (j0 % t->bk != 0)
-        return -1;
-    return j0 / t->bk < blocks ? j0 / t->bk : -1;
+    return min64((j0 / t->bk + 1) * t->bk, t->key_end);
 }
 
-/* One byte per cached block, K blocks first: 1 once prepared. */
-static unsigned char *ready_flags(const task_ctx *t)
+/* Whether keys from j0 on (tiles never cross a block boundary) come from a
+   cache of `slots` blocks: any run of keys that starts a multiple of
+   QKV_PACK_COLUMN_ALIGN keys into its block, where a packed block can be
+   entered (the diagonal slabs of a causal or windowed task, a tile cut
+   short by kv_len, as well as whole blocks). */
+static int cache_serves(const task_ctx *t, int64_t j0, int64_t slots)
 {
-    return (unsigned char *)(t->scratch + t->lay->ready);
+    return slots > 0 && (j0 % t->bk) % QKV_PACK_COLUMN_ALIGN == 0;
+}
+
+/* The block each slot holds (-1: none), K slots first. */
+static int64_t *slot_tags(const task_ctx *t)
+{
+    return (int64_t *)(void *)(t->scratch + t->lay->tags);
 }
 
 /* Empties the caches when this task is on another head than they hold. */
 static void claim_caches(task_ctx *t)
 {
     const scratch_layout *lay = t->lay;
-    if (lay->k_blocks + lay->v_blocks == 0 ||
+    if (lay->k_slots + lay->v_slots == 0 ||
         (t->cache_b == t->b && t->cache_g == t->g))
         return;
-    memset(ready_flags(t), 0, (size_t)(lay->k_blocks + lay->v_blocks));
+    int64_t *tags = slot_tags(t);
+    for (int64_t i = 0; i < lay->k_slots + lay->v_slots; i++)
+        tags[i] = -1;
     t->cache_b = t->b;
     t->cache_g = t->g;
 }
@@ -586,7 +598,7 @@ static const uint16_t *half_rows_next(const task_ctx *t, const void *base,
                                       const int64_t stride[4], int64_t j0,
                                       int64_t n)
 {
-    const int64_t next = j0 + t->bk;
+    const int64_t next = tile_end(t, j0);
     if (next + n > t->key_end)
         return NULL;
     return (const uint16_t *)base + t->b * stride[0] + t->g * stride[1] +
@@ -647,49 +659,50 @@ static void block_outside(const sdpa_problem *pr, int64_t b, int64_t i,
         s_row[c] = -INFINITY;
 }
 
-/* Cached block blk of K (which starts at key j0), packed whole on first
-   use. */
-static const float *packed_k_block(const task_ctx *t, int64_t blk, int64_t j0)
+/* The cached, packed block of K that holds key j0, packed whole when its
+   slot holds another block, entered at key j0. */
+static const float *packed_k_block(const task_ctx *t, int64_t j0)
 {
     const sdpa_problem *pr = t->pr;
-    float *packed = t->scratch + t->lay->k_cache + blk * t->lay->k_block_floats;
-    unsigned char *ready = ready_flags(t);
-    if (!ready[blk]) {
-        const int64_t n = block_keys(t, j0);
+    const int64_t blk = j0 / t->bk, start = blk * t->bk, slot = blk % t->lay->k_slots;
+    float *packed = t->scratch + t->lay->k_cache + slot * t->lay->k_block_floats;
+    int64_t *tag = slot_tags(t) + slot;
+    if (*tag != blk) {
+        const int64_t n = block_keys(t, start);
         int64_t ldk;
         const float *k = kv_rows_f32(t->kt, pr->k, pr->k_dtype, pr->k_stride,
-                                     t->b, t->g, j0, n, pr->d,
+                                     t->b, t->g, start, n, pr->d,
                                      t->scratch + t->lay->k, &ldk);
         t->kt->pack_nt(n, pr->d, k, ldk, packed);
-        ready[blk] = 1;
+        *tag = blk;
     }
-    return packed;
+    return packed + (j0 - start) * pr->d;
 }
 
-/* Rows j0..j0+n-1 of V as F32 (see kv_rows_f32), from the cache when they
-   form a cached block. */
+/* Rows j0..j0+n-1 of V as F32 (see kv_rows_f32), from the cache when it
+   serves them. */
 static const float *v_block_rows(const task_ctx *t, int64_t j0, int64_t n,
                                  int64_t *ldv)
 {
     const sdpa_problem *pr = t->pr;
     const scratch_layout *lay = t->lay;
-    const int64_t blk = cached_block(t, j0, lay->v_blocks);
-    if (blk < 0)
+    if (!cache_serves(t, j0, lay->v_slots))
         return kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride, t->b, t->g,
                            j0, n, pr->dv, t->scratch + lay->v, ldv);
-    float *rows = t->scratch + lay->v_cache + blk * t->bk * pr->dv;
-    unsigned char *ready = ready_flags(t) + lay->k_blocks;
-    if (!ready[blk]) {
+    const int64_t blk = j0 / t->bk, start = blk * t->bk, slot = blk % lay->v_slots;
+    float *rows = t->scratch + lay->v_cache + slot * t->bk * pr->dv;
+    int64_t *tag = slot_tags(t) + lay->k_slots + slot;
+    if (*tag != blk) {
         int64_t ld;
-        n = block_keys(t, j0);
+        const int64_t keys = block_keys(t, start);
         const float *src = kv_rows_f32(t->kt, pr->v, pr->v_dtype, pr->v_stride,
-                                       t->b, t->g, j0, n, pr->dv, rows, &ld);
+                                       t->b, t->g, start, keys, pr->dv, rows, &ld);
         if (src != rows)   /* a single F32 row is not copied by kv_rows_f32 */
-            memcpy(rows, src, (size_t)(n * pr->dv) * sizeof *rows);
-        ready[blk] = 1;
+            memcpy(rows, src, (size_t)(keys * pr->dv) * sizeof *rows);
+        *tag = blk;
     }
     *ldv = pr->dv;
-    return rows;
+    return rows + (j0 - start) * pr->dv;
 }
 
 /* S = Q K^T for rows [r0, r1) of the task and keys j0..j0+n-1 (into rows
@@ -701,7 +714,6 @@ static void score_tile(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
     const sdpa_problem *pr = t->pr;
     const scratch_layout *lay = t->lay;
     const float *q = t->scratch + lay->q + r0 * pr->d;
-    const int64_t blk = cached_block(t, j0, lay->k_blocks);
     if (reads_half_directly(t, pr->k_dtype)) {
         int64_t ldk;
         const uint16_t *k = half_rows(pr->k, pr->k_stride, t->b, t->g, j0, n,
@@ -709,8 +721,8 @@ static void score_tile(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
         t->kt->qk_half(pr->k_dtype, r1 - r0, n, pr->d, q, pr->d, k, ldk,
                        s + r0 * t->bk, t->bk,
                        half_rows_next(t, pr->k, pr->k_stride, j0, n));
-    } else if (blk >= 0) {
-        t->kt->gemm_packed(r1 - r0, n, pr->d, q, pr->d, packed_k_block(t, blk, j0),
+    } else if (cache_serves(t, j0, lay->k_slots)) {
+        t->kt->gemm_packed(r1 - r0, n, pr->d, q, pr->d, packed_k_block(t, j0),
                            NULL, 0, s + r0 * t->bk, t->bk);
     } else {
         int64_t ldk;
@@ -798,8 +810,8 @@ static void write_weights(const task_ctx *t)
         memset(w, 0, (size_t)t->key_begin * sizeof *w);
         memset(w + t->key_end, 0, (size_t)(pr->lk - t->key_end) * sizeof *w);
     }
-    for (int64_t j0 = t->key_begin; j0 < t->key_end; j0 += t->bk) {
-        const int64_t n = min64(t->bk, t->key_end - j0);
+    for (int64_t j0 = t->key_begin, n; j0 < t->key_end; j0 += n) {
+        n = tile_end(t, j0) - j0;
         score_tile(t, 0, t->rows, j0, n, tile_inside(t, j0, n), s);
         for (int64_t r = 0; r < t->rows; r++) {
             float *w = pr->weights + ((t->b * pr->heads + row_head(t, r)) * pr->lq +
@@ -889,9 +901,15 @@ static void step_slabs(const task_ctx *t, int64_t j0, int64_t n)
         int64_t first_lo, first_hi, last_lo, last_hi;
         visible_keys(pr, t->b, row_index(t, r0), &first_lo, &first_hi);
         visible_keys(pr, t->b, row_index(t, r1 - 1), &last_lo, &last_hi);
-        const int64_t begin = max64(j0, first_lo), end = min64(j0 + n, last_hi);
+        const int64_t end = min64(j0 + n, last_hi);
+        int64_t begin = max64(j0, first_lo);
         if (end <= begin)
             continue;
+        /* Start at a key where a cached block can be entered: at most
+           QKV_PACK_COLUMN_ALIGN - 1 keys more, all blocked for these rows
+           (keys of the same block, never past the task's last key). */
+        const int64_t block_start = begin / t->bk * t->bk;
+        begin = block_start + (begin - block_start) / QKV_PACK_COLUMN_ALIGN * QKV_PACK_COLUMN_ALIGN;
         step_rows(t, r0, r1, begin, end - begin, begin >= last_lo && end <= first_hi);
     }
 }
@@ -901,9 +919,9 @@ static void step_slabs(const task_ctx *t, int64_t j0, int64_t n)
    tiles. */
 static void walk_keys(const task_ctx *t)
 {
-    for (int64_t j0 = t->key_begin; j0 < t->key_end; j0 += t->bk) {
-        const int64_t n = min64(t->bk, t->key_end - j0);
-        prefetch_next_tile(t, j0 + t->bk, t->bk);
+    for (int64_t j0 = t->key_begin, n; j0 < t->key_end; j0 += n) {
+        n = tile_end(t, j0) - j0;
+        prefetch_next_tile(t, j0 + n, t->bk);
         const int inside = tile_inside(t, j0, n);
         if (inside || t->rows_per_head != t->rows)
             step_rows(t, 0, t->rows, j0, n, inside);
@@ -912,17 +930,27 @@ static void walk_keys(const task_ctx *t)
     }
 }
 
-/* Task index -> its rows and keys. Row sets vary slowest, chunks fastest;
-   row blocks of a head go 0, n-1, 1, n-2, ...: with causal masking a
-   block's cost grows with its index, so any contiguous run of tasks (what
-   a static schedule hands a thread) pairs cheap with dear. */
+/* Whether the keys a row sees grow with its index (causal masking, or a
+   window unlimited on the left), so that later query blocks cost more. */
+static int cost_grows_with_row(const sdpa_problem *pr)
+{
+    return pr->causal != QKV_CAUSAL_NONE || (pr->window && pr->window_left < 0);
+}
+
+/* Task index -> its rows and keys. Row sets vary slowest, chunks fastest.
+   When a block's cost grows with its index, the row blocks of a head go
+   0, n-1, 1, n-2, ..., so that any contiguous run of tasks (what a static
+   schedule hands a thread) pairs cheap with dear; otherwise they go in
+   order, so that a thread's consecutive tasks walk neighbouring keys (a
+   sliding window) and find them in its block caches. */
 static void setup_task(task_ctx *t, const task_plan *tp, int64_t task)
 {
     const sdpa_problem *pr = t->pr;
     const int64_t chunk = task % tp->chunks;
     const int64_t set = task / tp->chunks;
     const int64_t pos = set % tp->row_blocks;
-    const int64_t block = pos % 2 == 0 ? pos / 2 : tp->row_blocks - 1 - pos / 2;
+    const int64_t block = !cost_grows_with_row(pr) ? pos
+                          : pos % 2 == 0 ? pos / 2 : tp->row_blocks - 1 - pos / 2;
     const int64_t head_sets = pr->heads / tp->heads_per_task;
     const int64_t hs = (set / tp->row_blocks) % head_sets;
     t->b = set / tp->row_blocks / head_sets;

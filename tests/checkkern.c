@@ -574,13 +574,14 @@ static void packed_case(const qkv_kernels *kt, const qkv_kernels *twin,
         input_free(&ibias);
 }
 
-/* A block packed with n_packed columns serves its first n columns too
-   (gemm_packed's contract; sdpa reads the prefix of a cached key block
-   on the diagonal of a causal task): pack n_packed rows of B, multiply by
-   the first n, and check against the double reference, with the columns
+/* A block packed with n_packed columns serves any n of its columns from
+   c0 on, c0 a multiple of QKV_PACK_COLUMN_ALIGN (gemm_packed's contract;
+   sdpa reads runs of keys of a cached key block on the diagonal of a
+   causal or windowed task): pack n_packed rows of B, multiply by columns
+   c0..c0+n-1, and check against the double reference, with the columns
    of C past n (inside its row stride) left untouched. */
 static void packed_prefix_case(const qkv_kernels *kt, int64_t m, int64_t n_packed,
-                               int64_t n, int64_t k, worst *w)
+                               int64_t c0, int64_t n, int64_t k, worst *w)
 {
     const int64_t lda = k + 2, ldb = k + 1, ldc = n_packed + 3;
     input_buf ia, ib;
@@ -595,18 +596,18 @@ static void packed_prefix_case(const qkv_kernels *kt, int64_t m, int64_t n_packe
     out_buf o;
     float *c = out_alloc(&o, m, n, ldc);   /* guards cover columns n.. too */
     out_snapshot(&o);
-    kt->gemm_packed(m, n, k, a, lda, packed, NULL, 0, c, ldc);
+    kt->gemm_packed(m, n, k, a, lda, packed + c0 * k, NULL, 0, c, ldc);
     if (!out_intact(&o, "gemm_packed prefix C") || !packed_intact(packed, n_packed, k))
         w->failures++;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             double dot = 0.0, mag = 0.0;
             for (int64_t p = 0; p < k; p++) {
-                dot += (double)a[i * lda + p] * b[j * ldb + p];
-                mag += fabs((double)a[i * lda + p] * b[j * ldb + p]);
+                dot += (double)a[i * lda + p] * b[(c0 + j) * ldb + p];
+                mag += fabs((double)a[i * lda + p] * b[(c0 + j) * ldb + p]);
             }
             check_close(w, c[i * ldc + j], dot, (double)(k + 3) * FLT_EPSILON * mag + FLT_MIN,
-                        "gemm_packed prefix vs double", i, j);
+                        "gemm_packed column run vs double", i, j);
         }
     w->cases++;
     out_free(&o);
@@ -620,18 +621,19 @@ static void test_gemm_packed_prefix(const qkv_kernels *kt)
     static const int64_t packed_ns[] = {16, 17, 64, 128};
     static const int64_t ks[] = {1, 17, 64};
     worst w = {0};
-    tap_begin(kt->isa, "gemm_packed prefix");
+    tap_begin(kt->isa, "gemm_packed column runs");
     for (size_t x = 0; x < sizeof packed_ns / sizeof packed_ns[0]; x++) {
         const int64_t np = packed_ns[x];
-        const int64_t ns[] = {1, 7, 8, 9, 15, 16, 17, np - 1};
-        for (size_t y = 0; y < sizeof ns / sizeof ns[0]; y++)
-            for (size_t z = 0; z < sizeof ks / sizeof ks[0]; z++)
-                for (int64_t m = 1; m <= 13; m += 4)
-                    if (ns[y] < np)
-                        packed_prefix_case(kt, m, np, ns[y], ks[z], &w);
+        const int64_t ns[] = {1, 7, 8, 9, 15, 16, 17, np - 1, np};
+        for (int64_t c0 = 0; c0 < np; c0 += QKV_PACK_COLUMN_ALIGN)
+            for (size_t y = 0; y < sizeof ns / sizeof ns[0]; y++)
+                for (size_t z = 0; z < sizeof ks / sizeof ks[0]; z++)
+                    for (int64_t m = 1; m <= 13; m += 4)
+                        if (c0 + ns[y] <= np && (c0 > 0 || ns[y] < np))
+                            packed_prefix_case(kt, m, np, c0, ns[y], ks[z], &w);
     }
     tap_result(w.failures == 0,
-               "%s gemm_packed on a prefix of a packed block: %lld shapes vs double, worst err/tol %.3g",
+               "%s gemm_packed on runs of columns of a packed block: %lld shapes vs double, worst err/tol %.3g",
                qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
 }
 
