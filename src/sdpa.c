@@ -8,16 +8,22 @@
  * its query rows (times the scale) into scratch, then walks its keys in
  * blocks of block_k with an online softmax:
  *
- *     S   = Qrows * Kblk^T                       kt->gemm_nt
+ *     S   = Qrows * Kblk^T                       kt->gemm_packed (gemm_nt,
+ *                                                qk_half for few rows)
  *     S   = softcap(S) + mask + ALiBi; blocked := -INFINITY   (only where needed)
  *     P   = exp(S - M'), alpha = exp(M - M')    kt->softmax_tile
- *     Acc = diag(alpha) Acc + P * Vblk          kt->pv_tile
+ *     Acc = diag(alpha) Acc + P * Vblk          kt->pv_tile (pv_half)
  *
  * and finally out = Acc / rowsum (0 for a fully blocked row). Key blocks
  * that every row of the task has blocked (causal, window, kv_len) are never
  * visited, so the Lq x Lk matrix is never stored. weights, when asked for,
  * come from a second walk over the same blocks that rescales with the final
  * max and sum.
+ *
+ * Key blocks start at multiples of block_k. A thread keeps the blocks it
+ * has prepared (K packed by kt->pack_nt; V converted from F16/BF16 or
+ * copied out of strided rows) in per-thread caches for the next tasks of
+ * the same head, which walk the same keys.
  *
  * Split keys: when a task would hold all query rows of its head (few rows,
  * as in decoding) and the keys are many, the keys are cut into chunks whose
