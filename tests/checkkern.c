@@ -381,22 +381,58 @@ static void gemm_run(const qkv_kernels *kt, int64_t m, int64_t n, int64_t k,
     free(scratch);
 }
 
+/* Random operands of a GEMM test on guarded input pages: A (m x k, row
+   stride lda), B (n x k, row stride ldb) and, when asked for, a bias of n;
+   all uniform in [-1, 1], drawn in that order. */
+typedef struct gemm_operands {
+    input_buf ia, ib, ibias;
+    float *a, *b, *bias;   /* bias is NULL without one */
+} gemm_operands;
+
+static void gemm_operands_make(gemm_operands *g, int64_t m, int64_t n, int64_t k,
+                               int64_t lda, int64_t ldb, int with_bias)
+{
+    g->a = input_floats(&g->ia, (m - 1) * lda + k);
+    g->b = input_floats(&g->ib, (n - 1) * ldb + k);
+    g->bias = with_bias ? input_floats(&g->ibias, n) : NULL;
+    fill_uniform(g->a, (m - 1) * lda + k, -1.0f, 1.0f);
+    fill_uniform(g->b, (n - 1) * ldb + k, -1.0f, 1.0f);
+    if (g->bias)
+        fill_uniform(g->bias, n, -1.0f, 1.0f);
+    input_seal(&g->ia);
+    input_seal(&g->ib);
+    if (g->bias)
+        input_seal(&g->ibias);
+}
+
+static void gemm_operands_free(gemm_operands *g)
+{
+    input_free(&g->ia);
+    input_free(&g->ib);
+    if (g->bias)
+        input_free(&g->ibias);
+}
+
+/* sum_p a[p] * b[p] for p < k in double; *mag gets the sum of the terms'
+   magnitudes, which bounds the float rounding error. */
+static double dot_double(const float *a, const float *b, int64_t k, double *mag)
+{
+    double dot = 0.0;
+    *mag = 0.0;
+    for (int64_t p = 0; p < k; p++) {
+        dot += (double)a[p] * b[p];
+        *mag += fabs((double)a[p] * b[p]);
+    }
+    return dot;
+}
+
 static void gemm_case(const qkv_kernels *kt, const qkv_kernels *twin,
                       int64_t m, int64_t n, int64_t k, int with_bias, worst *w)
 {
     const int64_t lda = k + 3, ldb = k + 1;
-    input_buf ia, ib, ibias;
-    float *a = input_floats(&ia, (m - 1) * lda + k);
-    float *b = input_floats(&ib, (n - 1) * ldb + k);
-    float *bias = with_bias ? input_floats(&ibias, n) : NULL;
-    fill_uniform(a, (m - 1) * lda + k, -1.0f, 1.0f);
-    fill_uniform(b, (n - 1) * ldb + k, -1.0f, 1.0f);
-    if (bias)
-        fill_uniform(bias, n, -1.0f, 1.0f);
-    input_seal(&ia);
-    input_seal(&ib);
-    if (bias)
-        input_seal(&ibias);
+    gemm_operands g;
+    gemm_operands_make(&g, m, n, k, lda, ldb, with_bias);
+    const float *a = g.a, *b = g.b, *bias = g.bias;
 
     out_buf got, twin_out;
     gemm_run(kt, m, n, k, a, lda, b, ldb, bias, &got, w);
@@ -404,11 +440,10 @@ static void gemm_case(const qkv_kernels *kt, const qkv_kernels *twin,
 
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
-            double dot = bias ? bias[j] : 0.0, mag = bias ? fabs(bias[j]) : 0.0;
-            for (int64_t p = 0; p < k; p++) {
-                dot += (double)a[i * lda + p] * b[j * ldb + p];
-                mag += fabs((double)a[i * lda + p] * b[j * ldb + p]);
-            }
+            double mag;
+            const double dot = dot_double(a + i * lda, b + j * ldb, k, &mag) +
+                               (bias ? bias[j] : 0.0);
+            mag += bias ? fabs(bias[j]) : 0.0;
             /* Float accumulation of k+1 terms, in any order or with FMA. */
             const double tol = (double)(k + 2) * FLT_EPSILON * mag + FLT_MIN;
             const float c = got.data[i * got.ld + j];
@@ -419,10 +454,7 @@ static void gemm_case(const qkv_kernels *kt, const qkv_kernels *twin,
     w->cases++;
     out_free(&got);
     out_free(&twin_out);
-    input_free(&ia);
-    input_free(&ib);
-    if (bias)
-        input_free(&ibias);
+    gemm_operands_free(&g);
 }
 
 static void test_gemm(const qkv_kernels *kt, const qkv_kernels *twin)
@@ -520,18 +552,9 @@ static void packed_case(const qkv_kernels *kt, const qkv_kernels *twin,
                         int accumulate, worst *w)
 {
     const int64_t lda = k + 3, ldb = k + 1;
-    input_buf ia, ib, ibias;
-    float *a = input_floats(&ia, (m - 1) * lda + k);
-    float *b = input_floats(&ib, (n - 1) * ldb + k);
-    float *bias = with_bias ? input_floats(&ibias, n) : NULL;
-    fill_uniform(a, (m - 1) * lda + k, -1.0f, 1.0f);
-    fill_uniform(b, (n - 1) * ldb + k, -1.0f, 1.0f);
-    if (bias)
-        fill_uniform(bias, n, -1.0f, 1.0f);
-    input_seal(&ia);
-    input_seal(&ib);
-    if (bias)
-        input_seal(&ibias);
+    gemm_operands g;
+    gemm_operands_make(&g, m, n, k, lda, ldb, with_bias);
+    const float *a = g.a, *b = g.b, *bias = g.bias;
     /* Without accumulate C's old values must not matter: NaN shows it. */
     float *c0 = malloc((size_t)(m * n) * sizeof(float));
     if (!c0) {
@@ -552,12 +575,10 @@ static void packed_case(const qkv_kernels *kt, const qkv_kernels *twin,
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             const double start = accumulate ? c0[i * n + j] : 0.0;
-            double dot = start + (bias ? bias[j] : 0.0);
-            double mag = fabs(start) + (bias ? fabs(bias[j]) : 0.0);
-            for (int64_t p = 0; p < k; p++) {
-                dot += (double)a[i * lda + p] * b[j * ldb + p];
-                mag += fabs((double)a[i * lda + p] * b[j * ldb + p]);
-            }
+            double mag;
+            const double dot = start + (bias ? bias[j] : 0.0) +
+                               dot_double(a + i * lda, b + j * ldb, k, &mag);
+            mag += fabs(start) + (bias ? fabs(bias[j]) : 0.0);
             const double tol = (double)(k + 3) * FLT_EPSILON * mag + FLT_MIN;
             const float c = got.data[i * got.ld + j];
             check_close(w, c, dot, tol, "gemm_packed vs double", i, j);
@@ -577,10 +598,7 @@ static void packed_case(const qkv_kernels *kt, const qkv_kernels *twin,
     out_free(&got);
     out_free(&twin_out);
     free(c0);
-    input_free(&ia);
-    input_free(&ib);
-    if (bias)
-        input_free(&ibias);
+    gemm_operands_free(&g);
 }
 
 /* A block packed with n_packed columns serves any n of its columns from
@@ -593,13 +611,9 @@ static void packed_prefix_case(const qkv_kernels *kt, int64_t m, int64_t n_packe
                                int64_t c0, int64_t n, int64_t k, worst *w)
 {
     const int64_t lda = k + 2, ldb = k + 1, ldc = n_packed + 3;
-    input_buf ia, ib;
-    float *a = input_floats(&ia, (m - 1) * lda + k);
-    float *b = input_floats(&ib, (n_packed - 1) * ldb + k);
-    fill_uniform(a, (m - 1) * lda + k, -1.0f, 1.0f);
-    fill_uniform(b, (n_packed - 1) * ldb + k, -1.0f, 1.0f);
-    input_seal(&ia);
-    input_seal(&ib);
+    gemm_operands g;
+    gemm_operands_make(&g, m, n_packed, k, lda, ldb, 0);
+    const float *a = g.a, *b = g.b;
     float *packed = packed_alloc(n_packed, k);
     kt->pack_nt(n_packed, k, b, ldb, packed);
     out_buf o;
@@ -610,19 +624,15 @@ static void packed_prefix_case(const qkv_kernels *kt, int64_t m, int64_t n_packe
         w->failures++;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
-            double dot = 0.0, mag = 0.0;
-            for (int64_t p = 0; p < k; p++) {
-                dot += (double)a[i * lda + p] * b[(c0 + j) * ldb + p];
-                mag += fabs((double)a[i * lda + p] * b[(c0 + j) * ldb + p]);
-            }
+            double mag;
+            const double dot = dot_double(a + i * lda, b + (c0 + j) * ldb, k, &mag);
             check_close(w, c[i * ldc + j], dot, (double)(k + 3) * FLT_EPSILON * mag + FLT_MIN,
                         "gemm_packed column run vs double", i, j);
         }
     w->cases++;
     out_free(&o);
     free(packed);
-    input_free(&ia);
-    input_free(&ib);
+    gemm_operands_free(&g);
 }
 
 static void test_gemm_packed_prefix(const qkv_kernels *kt)
@@ -716,18 +726,9 @@ static void driver_case(const qkv_kernels *kt, const qkv_kernels *twin,
                         int64_t m, int64_t n, int64_t k, int with_bias, worst *w)
 {
     const int64_t lda = k + 1, ldb = k + 2;
-    input_buf ia, ib, ibias;
-    float *a = input_floats(&ia, (m - 1) * lda + k);
-    float *b = input_floats(&ib, (n - 1) * ldb + k);
-    float *bias = with_bias ? input_floats(&ibias, n) : NULL;
-    fill_uniform(a, (m - 1) * lda + k, -1.0f, 1.0f);
-    fill_uniform(b, (n - 1) * ldb + k, -1.0f, 1.0f);
-    if (bias)
-        fill_uniform(bias, n, -1.0f, 1.0f);
-    input_seal(&ia);
-    input_seal(&ib);
-    if (bias)
-        input_seal(&ibias);
+    gemm_operands g;
+    gemm_operands_make(&g, m, n, k, lda, ldb, with_bias);
+    const float *a = g.a, *b = g.b, *bias = g.bias;
 
     out_buf got, twin_out, whole;
     driver_run(kt, m, n, k, a, lda, b, ldb, bias, &got, w);
@@ -735,11 +736,10 @@ static void driver_case(const qkv_kernels *kt, const qkv_kernels *twin,
     gemm_run(kt, m, n, k, a, lda, b, ldb, bias, &whole, w);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
-            double dot = bias ? bias[j] : 0.0, mag = bias ? fabs(bias[j]) : 0.0;
-            for (int64_t p = 0; p < k; p++) {
-                dot += (double)a[i * lda + p] * b[j * ldb + p];
-                mag += fabs((double)a[i * lda + p] * b[j * ldb + p]);
-            }
+            double mag;
+            const double dot = dot_double(a + i * lda, b + j * ldb, k, &mag) +
+                               (bias ? bias[j] : 0.0);
+            mag += bias ? fabs(bias[j]) : 0.0;
             const double tol = (double)(k + 2) * FLT_EPSILON * mag + FLT_MIN;
             const float c = got.data[i * got.ld + j];
             check_close(w, c, dot, tol, "gemm driver vs double", i, j);
@@ -756,10 +756,7 @@ static void driver_case(const qkv_kernels *kt, const qkv_kernels *twin,
     out_free(&got);
     out_free(&twin_out);
     out_free(&whole);
-    input_free(&ia);
-    input_free(&ib);
-    if (bias)
-        input_free(&ibias);
+    gemm_operands_free(&g);
 }
 
 /* Rows around the direct (few rows) path and the row tasks, columns and
