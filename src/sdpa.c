@@ -54,8 +54,8 @@ enum { PREFETCH_MAX_ROWS = 16 };
 
 /* Tasks with at least this many query rows keep the key blocks they
    prepare (K packed for gemm_packed; V converted or copied) for the next
-   task of the same head, each cache holding at most CACHE_MAX_FLOATS per
-   thread (blocks past it are prepared per tile, as without the cache). */
+   task of the same head, in per-thread caches of at most CACHE_MAX_FLOATS
+   each (rings: block b takes the slot of block b - slots). */
 enum { CACHE_MIN_ROWS = 16, CACHE_MAX_FLOATS = 1 << 18 };
 
 /* Tasks with at most this many query rows read F16/BF16 K and V rows
