@@ -18,8 +18,8 @@
  *   pv_tile       block_q x block_k x D, 1 x block_k x 128 (decode)
  *   exp_shift_scale  block_k and 2048 elements (the weights output)
  *   cvt_f16_f32, cvt_bf16_f32   one K/V row: D elements
- *   qk_half, pv_half  1 x block_k x 128 and 4 x block_k x 128, K/V in
- *                 F16 and BF16 (decoding, one query row or a KV group)
+ *   qk_stream, pv_stream  1 x block_k x 128 and 4 x block_k x 128, K/V in
+ *                 F32, F16 and BF16 (decoding, one query row or a KV group)
  *
  * where block_q and block_k are the table's own. Each line gives the
  * median nanoseconds per call, the throughput (GFLOP/s and % of the ISA's
@@ -47,13 +47,15 @@
 
 typedef enum kernel_id {
     K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_CVT_F16, K_CVT_BF16,
-    K_QK_HALF_F16, K_QK_HALF_BF16, K_PV_HALF_F16, K_PV_HALF_BF16,
+    K_QK_STREAM_F32, K_QK_STREAM_F16, K_QK_STREAM_BF16,
+    K_PV_STREAM_F32, K_PV_STREAM_F16, K_PV_STREAM_BF16,
     K_PACK_NT, K_GEMM_PACKED, K_GEMM_PROJ
 } kernel_id;
 
 static const char *const kernel_names[] = {
     "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "cvt_f16_f32", "cvt_bf16_f32",
-    "qk_half_f16", "qk_half_bf16", "pv_half_f16", "pv_half_bf16",
+    "qk_stream_f32", "qk_stream_f16", "qk_stream_bf16",
+    "pv_stream_f32", "pv_stream_f16", "pv_stream_bf16",
     "pack_nt", "gemm_packed", "gemm (driver)",
 };
 
@@ -77,13 +79,13 @@ typedef struct buffers {
     float *s, *row_max, *row_sum, *alpha, *acc;
     float *src, *dst;
     uint16_t *f16, *bf16;
-    uint16_t *kv_f16, *kv_bf16;   /* a block of K or V rows, for the half kernels */
+    uint16_t *kv_f16, *kv_bf16;   /* a block of K or V rows, for the stream kernels */
 } buffers;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* At least the number of rows cases_for makes (checked there). */
-enum { MAX_CASES = 40 };
+enum { MAX_CASES = 48 };
 
 /* The cases of one table: sized by its block_q and block_k. */
 static int cases_for(const qkv_kernels *kt, kcase *out)
@@ -112,12 +114,25 @@ static int cases_for(const qkv_kernels *kt, kcase *out)
     out[n++] = (kcase){K_CVT_F16, 1, 128, 0, 0, "K/V row, D=128"};
     out[n++] = (kcase){K_CVT_BF16, 1, 64, 0, 0, "K/V row, D=64"};
     out[n++] = (kcase){K_CVT_BF16, 1, 128, 0, 0, "K/V row, D=128"};
-    for (kernel_id k = K_QK_HALF_F16; k <= K_PV_HALF_BF16; k++) {
+    for (kernel_id k = K_QK_STREAM_F32; k <= K_PV_STREAM_BF16; k++) {
         out[n++] = (kcase){k, 1, bk, 128, 0, "decode, D=128"};
         out[n++] = (kcase){k, 4, bk, 128, 0, "decode, KV group of 4, D=128"};
     }
     assert(n <= MAX_CASES);
     return n;
+}
+
+/* The K/V storage type of a stream case, and its rows. */
+static qkv_dtype stream_dtype(kernel_id k)
+{
+    const int which = (k - K_QK_STREAM_F32) % 3;
+    return which == 0 ? QKV_F32 : which == 1 ? QKV_F16 : QKV_BF16;
+}
+
+static const void *stream_rows(const buffers *b, qkv_dtype dt)
+{
+    return dt == QKV_F32 ? (const void *)b->b : dt == QKV_F16 ? (const void *)b->kv_f16
+                                                               : (const void *)b->kv_bf16;
 }
 
 static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
@@ -146,18 +161,22 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
     case K_CVT_BF16:
         kt->cvt_bf16_f32(c->n, b->bf16, b->dst);
         break;
-    case K_QK_HALF_F16:
-    case K_QK_HALF_BF16:
-        kt->qk_half(c->kernel == K_QK_HALF_BF16 ? QKV_BF16 : QKV_F16, c->m, c->n, c->k,
-                    b->a, c->k, c->kernel == K_QK_HALF_BF16 ? b->kv_bf16 : b->kv_f16,
-                    c->k, b->c, c->n, NULL);
+    case K_QK_STREAM_F32:
+    case K_QK_STREAM_F16:
+    case K_QK_STREAM_BF16: {
+        const qkv_dtype dt = stream_dtype(c->kernel);
+        kt->qk_stream(dt, c->m, c->n, c->k, b->a, c->k, stream_rows(b, dt), c->k,
+                      b->c, c->n, NULL);
         break;
-    case K_PV_HALF_F16:
-    case K_PV_HALF_BF16:
-        kt->pv_half(c->kernel == K_PV_HALF_BF16 ? QKV_BF16 : QKV_F16, c->m, c->n, c->k,
-                    b->a, c->n, c->kernel == K_PV_HALF_BF16 ? b->kv_bf16 : b->kv_f16,
-                    c->k, b->alpha, b->acc, c->k, NULL);
+    }
+    case K_PV_STREAM_F32:
+    case K_PV_STREAM_F16:
+    case K_PV_STREAM_BF16: {
+        const qkv_dtype dt = stream_dtype(c->kernel);
+        kt->pv_stream(dt, c->m, c->n, c->k, b->a, c->n, stream_rows(b, dt), c->k,
+                      b->alpha, b->acc, c->k, NULL);
         break;
+    }
     case K_PACK_NT:
         kt->pack_nt(c->n, c->k, b->b, c->k, b->scratch);
         break;
@@ -173,17 +192,16 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
     }
 }
 
-/* The F16/BF16 products (qk_half, pv_half). */
-static int is_half_product(kernel_id k)
+/* The stream products (qk_stream, pv_stream). */
+static int is_stream_product(kernel_id k)
 {
-    return k == K_QK_HALF_F16 || k == K_QK_HALF_BF16 ||
-           k == K_PV_HALF_F16 || k == K_PV_HALF_BF16;
+    return k >= K_QK_STREAM_F32 && k <= K_PV_STREAM_BF16;
 }
 
 /* FLOPs of one call for the GEMM-like kernels, else 0. */
 static double case_flops(const kcase *c)
 {
-    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || is_half_product(c->kernel) ||
+    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || is_stream_product(c->kernel) ||
         c->kernel == K_GEMM_PACKED || c->kernel == K_GEMM_PROJ)
         return 2.0 * (double)(c->m * c->n * c->k);
     return 0.0;
@@ -331,7 +349,7 @@ static void print_case(const qkv_kernels *kt, const kcase *c, double ns,
                        double scalar_ns, double peak)
 {
     char size[48];
-    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || is_half_product(c->kernel) ||
+    if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || is_stream_product(c->kernel) ||
         c->kernel == K_GEMM_PROJ)
         snprintf(size, sizeof size, "%lldx%lldx%lld%s", (long long)c->m,
                  (long long)c->n, (long long)c->k, c->bias ? "+b" : "");

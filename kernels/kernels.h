@@ -121,39 +121,41 @@ typedef struct qkv_kernels {
                         const float *bias, int accumulate,
                         float *c, int64_t ldc);
 
-    /* Products with K or V rows stored as IEEE binary16 (dt == QKV_F16) or
-       bfloat16 (dt == QKV_BF16), each element widened exactly to float in
-       registers (inf, NaN and subnormals preserved): the decoding path of
-       src/sdpa.c, which reads the tensor rows once instead of converting
-       a block into scratch and reading it again. Meant for few rows of A
-       or P (m <= 8: one query row, or the few query heads of a KV group):
-       any m > 0 is correct, but each group of rows widens B or V again.
-       ldb and ldv count 16-bit elements (>= k, resp. dv); the other
-       leading dimensions count floats. The scalar twins widen exactly and
-       then do the math of gemm_nt (no bias) and pv_tile, bit for bit.
-       b_next / v_next: NULL, or the first of n rows (same stride, same
+    /* Products with K or V rows read where they are, stored as F32
+       (dt == QKV_F32), IEEE binary16 (QKV_F16) or bfloat16 (QKV_BF16),
+       half elements widened exactly to float in registers (inf, NaN and
+       subnormals preserved): the decoding path of src/sdpa.c, which
+       streams the tensor rows once instead of converting a block into
+       scratch and reading it again, and asks for the next rows as it
+       goes. Meant for few rows of A or P (m <= 8: one query row, or the
+       few query heads of a KV group): any m > 0 is correct, but each
+       group of rows reads (and widens) B or V again. ldb and ldv count
+       elements of dt (>= k, resp. dv); the other leading dimensions count
+       floats. The scalar twins widen exactly and then do the math of
+       gemm_nt (no bias) and pv_tile, bit for bit.
+       b_next / v_next: NULL, or the first of n rows (same type, stride and
        width) that the caller will pass next; the SIMD kernels ask the
-       caches for them as they go, interleaved with their arithmetic, so
-       that the memory keeps streaming while they compute (a prefetch is
-       a hint: it reads nothing and cannot fault). The scalar twins
+       caches for them a key at a time, interleaved with their arithmetic,
+       so that the memory keeps streaming while they compute (a prefetch
+       is a hint: it reads nothing and cannot fault). The scalar twins
        ignore it.
 
-       qk_half: C[i*ldc + j] = sum_{p<k} A[i*lda + p] * float(B[j*ldb + p])
+       qk_stream: C[i*ldc + j] = sum_{p<k} A[i*lda + p] * float(B[j*ldb + p])
        for i < m, j < n. */
-    void (*qk_half)(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
-                    const float *a, int64_t lda,
-                    const uint16_t *b, int64_t ldb,
-                    float *c, int64_t ldc, const uint16_t *b_next);
+    void (*qk_stream)(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
+                      const float *a, int64_t lda,
+                      const void *b, int64_t ldb,
+                      float *c, int64_t ldc, const void *b_next);
 
-    /* pv_half: acc = diag(alpha) * acc + P * float(V):
+    /* pv_stream: acc = diag(alpha) * acc + P * float(V):
          acc[i*ldacc + c] = alpha[i] * acc[i*ldacc + c]
                             + sum_{j<n} p[i*ldp + j] * float(v[j*ldv + c])
        for i < m, c < dv; a zero weight is multiplied in like any other. */
-    void (*pv_half)(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
-                    const float *p, int64_t ldp,
-                    const uint16_t *v, int64_t ldv,
-                    const float *alpha, float *acc, int64_t ldacc,
-                    const uint16_t *v_next);
+    void (*pv_stream)(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
+                      const float *p, int64_t ldp,
+                      const void *v, int64_t ldv,
+                      const float *alpha, float *acc, int64_t ldacc,
+                      const void *v_next);
 } qkv_kernels;
 
 /* The tables. Only those of the ISAs this build compiles exist. */

@@ -9,10 +9,10 @@
  * blocks of block_k with an online softmax:
  *
  *     S   = Qrows * Kblk^T                       kt->gemm_packed (gemm_nt,
- *                                                qk_half for few rows)
+ *                                                qk_stream for few rows)
  *     S   = softcap(S) + mask + ALiBi; blocked := -INFINITY   (only where needed)
  *     P   = exp(S - M'), alpha = exp(M - M')    kt->softmax_tile
- *     Acc = diag(alpha) Acc + P * Vblk          kt->pv_tile (pv_half)
+ *     Acc = diag(alpha) Acc + P * Vblk          kt->pv_tile (pv_stream)
  *
  * and finally out = Acc / rowsum (0 for a fully blocked row). Key blocks
  * that every row of the task has blocked (causal, window, kv_len) are never
@@ -49,7 +49,8 @@
    SPLIT_ALIGN). */
 enum { SPLIT_MIN_CHUNK = 2048, SPLIT_MAX_CHUNKS = 64, SPLIT_ALIGN = 256 };
 
-/* Tasks with at most this many query rows prefetch K and V a tile ahead. */
+/* Tasks with at most this many query rows prefetch K and V a tile ahead
+   (the stream kernels, or prefetch_next_tile). */
 enum { PREFETCH_MAX_ROWS = 16 };
 
 /* Tasks with at least this many query rows keep the key blocks they
@@ -58,9 +59,9 @@ enum { PREFETCH_MAX_ROWS = 16 };
    each (rings: block b takes the slot of block b - slots). */
 enum { CACHE_MIN_ROWS = 16, CACHE_MAX_FLOATS = 1 << 18 };
 
-/* Tasks with at most this many query rows read F16/BF16 K and V rows
-   straight from the tensors (kt->qk_half, kt->pv_half). */
-enum { HALF_DIRECT_MAX_ROWS = 8 };
+/* Tasks with at most this many query rows stream K and V rows straight
+   from the tensors (kt->qk_stream, kt->pv_stream). */
+enum { STREAM_MAX_ROWS = 8 };
 
 /* Rows per slab on tiles that some rows see only in part (a multiple of
    the 6-row gemm and pv micro-kernels and of the 16-row softmax groups). */
@@ -584,41 +585,47 @@ static void claim_caches(task_ctx *t)
     t->cache_g = t->g;
 }
 
-/* Whether the task reads K or V of type dt with the F16/BF16 kernels,
-   which widen the rows in registers as they use them. For few rows
+/* Whether the task streams its K and V rows through the stream kernels,
+   which read them where they are (widening F16/BF16 in registers) and ask
+   for the next tile's rows a key at a time as they go. For few rows
    (decoding) that replaces a conversion pass over the block into scratch
-   and a second read of it; more rows would widen every row again for each
-   group of rows, where one conversion per block is cheaper. Decided per
-   task, never per thread, so results do not depend on the thread count. */
-static int reads_half_directly(const task_ctx *t, qkv_dtype dt)
+   and a second read of it, and keeps the memory busy while they compute;
+   more rows would widen every row again for each group of rows, where one
+   conversion per block is cheaper. Decided per task, never per thread, so
+   results do not depend on the thread count. */
+static int streams_rows(const task_ctx *t)
 {
-    return dt != QKV_F32 && t->rows <= HALF_DIRECT_MAX_ROWS;
+    return t->rows <= STREAM_MAX_ROWS;
 }
 
-/* The n rows one tile after key j0 of an F16/BF16 K or V, which the
-   kernels ask the caches for while they compute on keys j0..j0+n-1
+/* Element `at` of a K or V tensor of type dt, as an address. */
+static const void *kv_at(const void *base, qkv_dtype dt, int64_t at)
+{
+    return (const char *)base + at * (dt == QKV_F32 ? 4 : 2);
+}
+
+/* The n rows one tile after key j0 of K or V, which the stream kernels
+   ask the caches for while they compute on keys j0..j0+n-1
    (prefetch_next_tile's job on the other paths: a whole tile of requests
    at once stalls the core until most of it has arrived, so memory and
    arithmetic would take turns); NULL past the task's keys. */
-static const uint16_t *half_rows_next(const task_ctx *t, const void *base,
-                                      const int64_t stride[4], int64_t j0,
-                                      int64_t n)
+static const void *stream_rows_next(const task_ctx *t, const void *base, qkv_dtype dt,
+                                    const int64_t stride[4], int64_t j0, int64_t n)
 {
     const int64_t next = tile_end(t, j0);
     if (next + n > t->key_end)
         return NULL;
-    return (const uint16_t *)base + t->b * stride[0] + t->g * stride[1] +
-           next * stride[2];
+    return kv_at(base, dt, t->b * stride[0] + t->g * stride[1] + next * stride[2]);
 }
 
-/* n rows of an F16/BF16 K or V from key j0 on, and their stride in
-   elements (any stride when n == 1, as kv_rows_f32 does). */
-static const uint16_t *half_rows(const void *base, const int64_t stride[4],
-                                 int64_t b, int64_t g, int64_t j0, int64_t n,
-                                 int64_t width, int64_t *ld)
+/* n rows of K or V from key j0 on, and their stride in elements (any
+   stride when n == 1, as kv_rows_f32 does). */
+static const void *stream_rows(const task_ctx *t, const void *base, qkv_dtype dt,
+                               const int64_t stride[4], int64_t j0, int64_t n,
+                               int64_t width, int64_t *ld)
 {
     *ld = n > 1 ? stride[2] : width;
-    return (const uint16_t *)base + b * stride[0] + g * stride[1] + j0 * stride[2];
+    return kv_at(base, dt, t->b * stride[0] + t->g * stride[1] + j0 * stride[2]);
 }
 
 /* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1. */
@@ -720,13 +727,13 @@ static void score_tile(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
     const sdpa_problem *pr = t->pr;
     const scratch_layout *lay = t->lay;
     const float *q = t->scratch + lay->q + r0 * pr->d;
-    if (reads_half_directly(t, pr->k_dtype)) {
+    if (streams_rows(t)) {
         int64_t ldk;
-        const uint16_t *k = half_rows(pr->k, pr->k_stride, t->b, t->g, j0, n,
-                                      pr->d, &ldk);
-        t->kt->qk_half(pr->k_dtype, r1 - r0, n, pr->d, q, pr->d, k, ldk,
-                       s + r0 * t->bk, t->bk,
-                       half_rows_next(t, pr->k, pr->k_stride, j0, n));
+        const void *k = stream_rows(t, pr->k, pr->k_dtype, pr->k_stride, j0, n,
+                                    pr->d, &ldk);
+        t->kt->qk_stream(pr->k_dtype, r1 - r0, n, pr->d, q, pr->d, k, ldk,
+                         s + r0 * t->bk, t->bk,
+                         stream_rows_next(t, pr->k, pr->k_dtype, pr->k_stride, j0, n));
     } else if (cache_serves(t, j0, lay->k_slots)) {
         t->kt->gemm_packed(r1 - r0, n, pr->d, q, pr->d, packed_k_block(t, j0),
                            NULL, 0, s + r0 * t->bk, t->bk);
@@ -845,23 +852,22 @@ static void prefetch_rows(const void *base, const int64_t stride[4],
             __builtin_prefetch(row + off, 0, 3);
 }
 
-/* Few query rows (decoding) make the walk bound by the K and V stream:
-   with a tile of compute between consecutive reads, the hardware
-   prefetchers alone leave the memory idle, so the next tile is requested
-   one tile ahead. */
+/* Few query rows make the walk bound by the K and V stream: with a tile
+   of compute between consecutive reads, the hardware prefetchers alone
+   leave the memory idle, so the next tile is requested one tile ahead.
+   Tasks that stream their rows (streams_rows) have the stream kernels
+   ask for them a key at a time; up to PREFETCH_MAX_ROWS rows, the whole
+   tile is asked for here. */
 static void prefetch_next_tile(const task_ctx *t, int64_t j0, int64_t n)
 {
     const sdpa_problem *pr = t->pr;
-    if (t->rows > PREFETCH_MAX_ROWS || j0 >= t->key_end)
+    if (streams_rows(t) || t->rows > PREFETCH_MAX_ROWS || j0 >= t->key_end)
         return;
     n = min64(n, t->key_end - j0);
-    /* The direct F16/BF16 kernels prefetch their rows themselves. */
-    if (!reads_half_directly(t, pr->k_dtype))
-        prefetch_rows(pr->k, pr->k_stride, pr->k_dtype == QKV_F32 ? 4 : 2,
-                      t->b, t->g, j0, n, pr->d);
-    if (!reads_half_directly(t, pr->v_dtype))
-        prefetch_rows(pr->v, pr->v_stride, pr->v_dtype == QKV_F32 ? 4 : 2,
-                      t->b, t->g, j0, n, pr->dv);
+    prefetch_rows(pr->k, pr->k_stride, pr->k_dtype == QKV_F32 ? 4 : 2,
+                  t->b, t->g, j0, n, pr->d);
+    prefetch_rows(pr->v, pr->v_stride, pr->v_dtype == QKV_F32 ? 4 : 2,
+                  t->b, t->g, j0, n, pr->dv);
 }
 
 /* One online-softmax step of rows [r0, r1) over keys j0..j0+n-1. */
@@ -877,13 +883,13 @@ static void step_rows(const task_ctx *t, int64_t r0, int64_t r1, int64_t j0,
                         t->scratch + lay->row_sum + r0,
                         t->scratch + lay->alpha + r0);
     int64_t ldv;
-    if (reads_half_directly(t, pr->v_dtype)) {
-        const uint16_t *v = half_rows(pr->v, pr->v_stride, t->b, t->g, j0, n,
-                                      pr->dv, &ldv);
-        t->kt->pv_half(pr->v_dtype, r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk,
-                       v, ldv, t->scratch + lay->alpha + r0,
-                       t->scratch + lay->acc + r0 * pr->dv, pr->dv,
-                       half_rows_next(t, pr->v, pr->v_stride, j0, n));
+    if (streams_rows(t)) {
+        const void *v = stream_rows(t, pr->v, pr->v_dtype, pr->v_stride, j0, n,
+                                    pr->dv, &ldv);
+        t->kt->pv_stream(pr->v_dtype, r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk,
+                         v, ldv, t->scratch + lay->alpha + r0,
+                         t->scratch + lay->acc + r0 * pr->dv, pr->dv,
+                         stream_rows_next(t, pr->v, pr->v_dtype, pr->v_stride, j0, n));
     } else {
         const float *v = v_block_rows(t, j0, n, &ldv);
         t->kt->pv_tile(r1 - r0, n, pr->dv, s + r0 * t->bk, t->bk, v, ldv,

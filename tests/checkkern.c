@@ -1328,14 +1328,14 @@ static void test_cvt_tails(const qkv_kernels *kt)
 }
 
 /* ------------------------------------------------------------------ */
-/* qk_half, pv_half (F16/BF16 K and V, decoding)                      */
+/* qk_stream, pv_stream (F32, F16 and BF16 K and V, decoding)           */
 /* ------------------------------------------------------------------ */
 
 /* The decode shapes: every row count 1..8, keys and depths around the
    16-lane and 8-lane tails, the head sizes 64, 96 and 128. */
-#define HALF_MAX_ROWS 8
-static const int64_t half_keys[] = {1, 15, 16, 17, 128};
-static const int64_t half_depths[] = {1, 15, 16, 17, 64, 96, 128};
+#define STREAM_MAX_ROWS 8
+static const int64_t stream_keys[] = {1, 15, 16, 17, 128};
+static const int64_t stream_depths[] = {1, 15, 16, 17, 64, 96, 128};
 
 /* inf, -inf, quiet and signalling NaNs (both signs), subnormals, zeros,
    and a large finite value, per type. */
@@ -1343,11 +1343,30 @@ static const uint16_t f16_specials[] = {0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xfd55,
                                         0x0001, 0x83ff, 0x0000, 0x8000, 0x7bff};
 static const uint16_t bf16_specials[] = {0x7f80, 0xff80, 0x7fc0, 0x7f81, 0xffa5,
                                          0x0001, 0x807f, 0x0000, 0x8000, 0x5f00};
-#define HALF_SPECIALS 10
+static const uint32_t f32_specials[] = {0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001,
+                                        0xffa00005, 0x00000001, 0x807fffff, 0x00000000,
+                                        0x80000000, 0x5f000000};
+#define KV_SPECIALS 10
 
-static float half_ref(qkv_dtype dt, uint16_t h)
+/* Element `at` of K or V rows of type dt, widened by the reference
+   conversions. */
+static float kv_ref(qkv_dtype dt, const void *rows, int64_t at)
 {
+    if (dt == QKV_F32)
+        return ((const float *)rows)[at];
+    const uint16_t h = ((const uint16_t *)rows)[at];
     return dt == QKV_BF16 ? ref_bf16_to_f32(h) : ref_f16_to_f32(h);
+}
+
+static int64_t kv_bytes(qkv_dtype dt)
+{
+    return dt == QKV_F32 ? 4 : 2;
+}
+
+/* Element `at` of K or V rows of type dt, as an address. */
+static const void *kv_at(qkv_dtype dt, const void *rows, int64_t at)
+{
+    return (const char *)rows + at * kv_bytes(dt);
 }
 
 /* A random finite value of magnitude below 1: random sign, exponent and
@@ -1361,35 +1380,59 @@ static uint16_t random_half(qkv_dtype dt)
     return (uint16_t)(sign | ((r >> 1) % 15u) << 10 | ((r >> 8) & 0x3ffu));
 }
 
-/* rows x width halves (row stride ld) in a guarded, sealed input. With
-   `specials`, every third row holds one special value, at a column that
-   moves with the row (tails included). */
-static uint16_t *half_input(input_buf *in, qkv_dtype dt, int64_t rows,
+/* rows x width elements of type dt (row stride ld) in a guarded, sealed
+   input: random values of magnitude below 1. With `specials`, every third
+   row holds one special value, at a column that moves with the row (tails
+   included). */
+static const void *kv_input(input_buf *in, qkv_dtype dt, int64_t rows,
                             int64_t width, int64_t ld, int specials)
 {
     const int64_t count = (rows - 1) * ld + width;
-    uint16_t *x = input_alloc(in, (size_t)count * sizeof(uint16_t));
-    for (int64_t i = 0; i < count; i++)
-        x[i] = random_half(dt);
+    void *x = input_alloc(in, (size_t)(count * kv_bytes(dt)));
+    if (dt == QKV_F32)
+        fill_uniform(x, count, -1.0f, 1.0f);
+    else
+        for (int64_t i = 0; i < count; i++)
+            ((uint16_t *)x)[i] = random_half(dt);
     for (int64_t j = 1; specials && j < rows; j += 3) {
-        const uint16_t *set = dt == QKV_BF16 ? bf16_specials : f16_specials;
-        x[j * ld + (j * 5) % width] = set[(j / 3) % HALF_SPECIALS];
+        const int64_t at = j * ld + (j * 5) % width, which = (j / 3) % KV_SPECIALS;
+        if (dt == QKV_F32)
+            memcpy((uint32_t *)x + at, &f32_specials[which], sizeof(uint32_t));
+        else
+            ((uint16_t *)x)[at] = (dt == QKV_BF16 ? bf16_specials : f16_specials)[which];
     }
     input_seal(in);
     return x;
 }
 
+/* n rows of type dt (stride ld elements, width columns) as contiguous
+   floats, through the twin's conversions (F32 copied): what the driver
+   hands gemm_nt and pv_tile on its other paths. */
+static float *kv_as_floats(const qkv_kernels *twin, qkv_dtype dt, const void *rows,
+                           int64_t n, int64_t width, int64_t ld)
+{
+    float *f = malloc((size_t)(n * width) * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const void *row = kv_at(dt, rows, j * ld);
+        if (dt == QKV_F32)
+            memcpy(f + j * width, row, (size_t)width * sizeof(float));
+        else
+            (dt == QKV_BF16 ? twin->cvt_bf16_f32 : twin->cvt_f16_f32)(width, row, f + j * width);
+    }
+    return f;
+}
+
 /* Outputs whose double reference is inf or NaN, checked so far: the
    special-value tests must see some. */
-static int64_t half_nonfinite_checked;
+static int64_t stream_nonfinite_checked;
 
 /* check_close, where the double reference may be inf or NaN (special
    inputs): then got must be the same infinity, or a NaN. */
-static void check_half_value(worst *w, double got, double want, double tol,
+static void check_stream_value(worst *w, double got, double want, double tol,
                              const char *what, int64_t i, int64_t j)
 {
     if (isnan(want) || isinf(want)) {
-        half_nonfinite_checked++;
+        stream_nonfinite_checked++;
         if (isnan(want) ? isnan(got) : got == want)
             return;
         w->failures++;
@@ -1414,10 +1457,10 @@ static void check_same_bits(worst *w, const float *got, const float *want,
             }
 }
 
-static void qk_half_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t n,
-                        int64_t k, const float *a, int64_t lda,
-                        const uint16_t *b, int64_t ldb, const uint16_t *b_next,
-                        out_buf *o, worst *w)
+static void qk_stream_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t n,
+                          int64_t k, const float *a, int64_t lda,
+                          const void *b, int64_t ldb, const void *b_next,
+                          out_buf *o, worst *w)
 {
     const int64_t ldc = n + 5;
     float *c = out_alloc(o, m, n, ldc);
@@ -1425,36 +1468,34 @@ static void qk_half_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t 
         for (int64_t j = 0; j < n; j++)
             c[i * ldc + j] = 1e30f;     /* every element must be written */
     out_snapshot(o);
-    kt->qk_half(dt, m, n, k, a, lda, b, ldb, c, ldc, b_next);
-    if (!out_intact(o, "qk_half C"))
+    kt->qk_stream(dt, m, n, k, a, lda, b, ldb, c, ldc, b_next);
+    if (!out_intact(o, "qk_stream C"))
         w->failures++;
 }
 
-/* The twin's definition: the scalar qk_half equals converting B with the
-   scalar cvt and calling the scalar gemm_nt, bit for bit. */
-static void qk_half_twin_definition(const qkv_kernels *twin, qkv_dtype dt,
-                                    int64_t m, int64_t n, int64_t k,
-                                    const float *a, int64_t lda,
-                                    const uint16_t *b, int64_t ldb,
-                                    const out_buf *twin_out, worst *w)
+/* The twin's definition: the scalar qk_stream equals converting B with the
+   scalar cvt (F32: as it is) and calling the scalar gemm_nt, bit for bit. */
+static void qk_stream_twin_definition(const qkv_kernels *twin, qkv_dtype dt,
+                                      int64_t m, int64_t n, int64_t k,
+                                      const float *a, int64_t lda,
+                                      const void *b, int64_t ldb,
+                                      const out_buf *twin_out, worst *w)
 {
-    float *bf = malloc((size_t)(n * k) * sizeof(float));
+    float *bf = kv_as_floats(twin, dt, b, n, k, ldb);
     float *c = malloc((size_t)(m * twin_out->ld) * sizeof(float));
     float *scratch = aligned_alloc(QKV_SCRATCH_ALIGN,
         (size_t)((QKV_GEMM_SCRATCH_FLOATS(n, k) + 15) / 16 * 16) * sizeof(float));
-    for (int64_t j = 0; j < n; j++)
-        (dt == QKV_BF16 ? twin->cvt_bf16_f32 : twin->cvt_f16_f32)(k, b + j * ldb, bf + j * k);
     twin->gemm_nt(m, n, k, a, lda, bf, k, NULL, c, twin_out->ld, scratch);
     check_same_bits(w, twin_out->data, c, m, n, twin_out->ld,
-                    "scalar qk_half vs cvt + gemm_nt");
+                    "scalar qk_stream vs cvt + gemm_nt");
     free(bf);
     free(c);
     free(scratch);
 }
 
-static void qk_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
-                         qkv_dtype dt, int64_t m, int64_t n, int64_t k,
-                         int specials, worst *w)
+static void qk_stream_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                           qkv_dtype dt, int64_t m, int64_t n, int64_t k,
+                           int specials, worst *w)
 {
     const int64_t lda = k + 3, ldb = k + 1;
     input_buf ia, ib;
@@ -1464,30 +1505,30 @@ static void qk_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
         if (a[i] == 0.0f)
             a[i] = 0.5f;   /* inf * 0 would make NaN where inf is meant */
     input_seal(&ia);
-    const uint16_t *b = half_input(&ib, dt, n, k, ldb, specials);
+    const void *b = kv_input(&ib, dt, n, k, ldb, specials);
 
     /* The prefetch hint: "next" rows one row on, so that the last one lies
        past the end of B, on the guard page: a hint must not fault, nor
        change a bit of the result. */
     out_buf got, twin_out, no_hint;
-    qk_half_run(kt, dt, m, n, k, a, lda, b, ldb, b + ldb, &got, w);
-    qk_half_run(kt, dt, m, n, k, a, lda, b, ldb, NULL, &no_hint, w);
-    check_same_bits(w, got.data, no_hint.data, m, n, got.ld, "qk_half with vs without b_next");
-    qk_half_run(twin, dt, m, n, k, a, lda, b, ldb, NULL, &twin_out, w);
-    qk_half_twin_definition(twin, dt, m, n, k, a, lda, b, ldb, &twin_out, w);
+    qk_stream_run(kt, dt, m, n, k, a, lda, b, ldb, kv_at(dt, b, ldb), &got, w);
+    qk_stream_run(kt, dt, m, n, k, a, lda, b, ldb, NULL, &no_hint, w);
+    check_same_bits(w, got.data, no_hint.data, m, n, got.ld, "qk_stream with vs without b_next");
+    qk_stream_run(twin, dt, m, n, k, a, lda, b, ldb, NULL, &twin_out, w);
+    qk_stream_twin_definition(twin, dt, m, n, k, a, lda, b, ldb, &twin_out, w);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             double dot = 0.0, mag = 0.0;
             for (int64_t p = 0; p < k; p++) {
-                const double term = (double)a[i * lda + p] * half_ref(dt, b[j * ldb + p]);
+                const double term = (double)a[i * lda + p] * kv_ref(dt, b, j * ldb + p);
                 dot += term;
                 mag += fabs(term);
             }
             const double tol = (double)(k + 2) * FLT_EPSILON * mag + FLT_MIN;
             const float c = got.data[i * got.ld + j];
-            check_half_value(w, c, dot, tol, "qk_half vs double", i, j);
-            check_half_value(w, c, twin_out.data[i * got.ld + j], 2 * tol,
-                             "qk_half vs scalar", i, j);
+            check_stream_value(w, c, dot, tol, "qk_stream vs double", i, j);
+            check_stream_value(w, c, twin_out.data[i * got.ld + j], 2 * tol,
+                             "qk_stream vs scalar", i, j);
         }
     w->cases++;
     out_free(&got);
@@ -1497,46 +1538,44 @@ static void qk_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
     input_free(&ib);
 }
 
-static void pv_half_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t n,
-                        int64_t dv, const float *p, int64_t ldp,
-                        const uint16_t *v, int64_t ldv, const uint16_t *v_next,
-                        const float *alpha, const float *acc0, out_buf *o, worst *w)
+static void pv_stream_run(const qkv_kernels *kt, qkv_dtype dt, int64_t m, int64_t n,
+                          int64_t dv, const float *p, int64_t ldp,
+                          const void *v, int64_t ldv, const void *v_next,
+                          const float *alpha, const float *acc0, out_buf *o, worst *w)
 {
     const int64_t ldacc = dv + 2;
     float *acc = out_alloc(o, m, dv, ldacc);
     for (int64_t i = 0; i < m; i++)
         memcpy(acc + i * ldacc, acc0 + i * dv, (size_t)dv * sizeof(float));
     out_snapshot(o);
-    kt->pv_half(dt, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc, v_next);
-    if (!out_intact(o, "pv_half acc"))
+    kt->pv_stream(dt, m, n, dv, p, ldp, v, ldv, alpha, acc, ldacc, v_next);
+    if (!out_intact(o, "pv_stream acc"))
         w->failures++;
 }
 
-/* The twin's definition: the scalar pv_half equals converting V with the
-   scalar cvt and calling the scalar pv_tile, bit for bit. */
-static void pv_half_twin_definition(const qkv_kernels *twin, qkv_dtype dt,
-                                    int64_t m, int64_t n, int64_t dv,
-                                    const float *p, int64_t ldp,
-                                    const uint16_t *v, int64_t ldv,
-                                    const float *alpha, const float *acc0,
-                                    const out_buf *twin_out, worst *w)
+/* The twin's definition: the scalar pv_stream equals converting V with the
+   scalar cvt (F32: as it is) and calling the scalar pv_tile, bit for bit. */
+static void pv_stream_twin_definition(const qkv_kernels *twin, qkv_dtype dt,
+                                      int64_t m, int64_t n, int64_t dv,
+                                      const float *p, int64_t ldp,
+                                      const void *v, int64_t ldv,
+                                      const float *alpha, const float *acc0,
+                                      const out_buf *twin_out, worst *w)
 {
     const int64_t ld = twin_out->ld;
-    float *vf = malloc((size_t)(n * dv) * sizeof(float));
+    float *vf = kv_as_floats(twin, dt, v, n, dv, ldv);
     float *acc = malloc((size_t)(m * ld) * sizeof(float));
-    for (int64_t j = 0; j < n; j++)
-        (dt == QKV_BF16 ? twin->cvt_bf16_f32 : twin->cvt_f16_f32)(dv, v + j * ldv, vf + j * dv);
     for (int64_t i = 0; i < m; i++)
         memcpy(acc + i * ld, acc0 + i * dv, (size_t)dv * sizeof(float));
     twin->pv_tile(m, n, dv, p, ldp, vf, dv, alpha, acc, ld);
-    check_same_bits(w, twin_out->data, acc, m, dv, ld, "scalar pv_half vs cvt + pv_tile");
+    check_same_bits(w, twin_out->data, acc, m, dv, ld, "scalar pv_stream vs cvt + pv_tile");
     free(vf);
     free(acc);
 }
 
-static void pv_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
-                         qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
-                         int specials, worst *w)
+static void pv_stream_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                           qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
+                           int specials, worst *w)
 {
     const int64_t ldp = n + 3, ldv = dv + 1;
     input_buf ip, iv, ialpha;
@@ -1547,32 +1586,32 @@ static void pv_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
         alpha[i] = i % 3 == 0 ? 1.0f : i % 3 == 1 ? rng_uniform(0.0f, 1.0f) : 0.0f;
     input_seal(&ip);
     input_seal(&ialpha);
-    const uint16_t *v = half_input(&iv, dt, n, dv, ldv, specials);
+    const void *v = kv_input(&iv, dt, n, dv, ldv, specials);
     float *acc0 = malloc((size_t)(m * dv) * sizeof(float));
     fill_uniform(acc0, m * dv, -4.0f, 4.0f);
 
-    /* The prefetch hint reaches past the end of V, as in qk_half_case. */
+    /* The prefetch hint reaches past the end of V, as in qk_stream_case. */
     out_buf got, twin_out, no_hint;
-    pv_half_run(kt, dt, m, n, dv, p, ldp, v, ldv, v + ldv, alpha, acc0, &got, w);
-    pv_half_run(kt, dt, m, n, dv, p, ldp, v, ldv, NULL, alpha, acc0, &no_hint, w);
-    check_same_bits(w, got.data, no_hint.data, m, dv, got.ld, "pv_half with vs without v_next");
-    pv_half_run(twin, dt, m, n, dv, p, ldp, v, ldv, NULL, alpha, acc0, &twin_out, w);
-    pv_half_twin_definition(twin, dt, m, n, dv, p, ldp, v, ldv, alpha, acc0,
-                            &twin_out, w);
+    pv_stream_run(kt, dt, m, n, dv, p, ldp, v, ldv, kv_at(dt, v, ldv), alpha, acc0, &got, w);
+    pv_stream_run(kt, dt, m, n, dv, p, ldp, v, ldv, NULL, alpha, acc0, &no_hint, w);
+    check_same_bits(w, got.data, no_hint.data, m, dv, got.ld, "pv_stream with vs without v_next");
+    pv_stream_run(twin, dt, m, n, dv, p, ldp, v, ldv, NULL, alpha, acc0, &twin_out, w);
+    pv_stream_twin_definition(twin, dt, m, n, dv, p, ldp, v, ldv, alpha, acc0,
+                              &twin_out, w);
     for (int64_t i = 0; i < m; i++)
         for (int64_t c = 0; c < dv; c++) {
             double sum = (double)alpha[i] * acc0[i * dv + c];
             double mag = fabs(sum);
             for (int64_t j = 0; j < n; j++) {
-                const double term = (double)p[i * ldp + j] * half_ref(dt, v[j * ldv + c]);
+                const double term = (double)p[i * ldp + j] * kv_ref(dt, v, j * ldv + c);
                 sum += term;
                 mag += fabs(term);
             }
             const double tol = (double)(n + 3) * FLT_EPSILON * mag + FLT_MIN;
             const float out = got.data[i * got.ld + c];
-            check_half_value(w, out, sum, tol, "pv_half vs double", i, c);
-            check_half_value(w, out, twin_out.data[i * got.ld + c], 2 * tol,
-                             "pv_half vs scalar", i, c);
+            check_stream_value(w, out, sum, tol, "pv_stream vs double", i, c);
+            check_stream_value(w, out, twin_out.data[i * got.ld + c], 2 * tol,
+                             "pv_stream vs scalar", i, c);
         }
     w->cases++;
     free(acc0);
@@ -1584,40 +1623,41 @@ static void pv_half_case(const qkv_kernels *kt, const qkv_kernels *twin,
     input_free(&ialpha);
 }
 
-/* One of the two kernels over every decode shape, both storage types;
-   with `specials`, K or V hold inf, NaN and subnormal halves. */
-static void test_half_kernel(const qkv_kernels *kt, const qkv_kernels *twin,
+/* One of the two kernels over every decode shape, every storage type;
+   with `specials`, K or V hold inf, NaN and subnormal values. */
+static void test_stream_kernel(const qkv_kernels *kt, const qkv_kernels *twin,
                              int pv, int specials)
 {
-    const char *name = pv ? "pv_half" : "qk_half";
+    const char *name = pv ? "pv_stream" : "qk_stream";
     char what[64];
     snprintf(what, sizeof what, "%s%s", name, specials ? " specials" : "");
     tap_begin(kt->isa, what);
-    if (pv ? !kt->pv_half : !kt->qk_half) {
+    if (pv ? !kt->pv_stream : !kt->qk_stream) {
         tap_result(0, "%s %s: missing from the table", qkv_isa_name(kt->isa), name);
         return;
     }
     worst w = {0};
-    half_nonfinite_checked = 0;
-    const int64_t n_keys = (int64_t)(sizeof half_keys / sizeof half_keys[0]);
-    const int64_t n_depths = (int64_t)(sizeof half_depths / sizeof half_depths[0]);
-    for (int bf16 = 0; bf16 < 2; bf16++)
-        for (int64_t m = 1; m <= HALF_MAX_ROWS; m += quick_rows_step(m, HALF_MAX_ROWS))
+    stream_nonfinite_checked = 0;
+    const int64_t n_keys = (int64_t)(sizeof stream_keys / sizeof stream_keys[0]);
+    const int64_t n_depths = (int64_t)(sizeof stream_depths / sizeof stream_depths[0]);
+    static const qkv_dtype types[] = {QKV_F16, QKV_BF16, QKV_F32};
+    for (int t = 0; t < 3; t++)
+        for (int64_t m = 1; m <= STREAM_MAX_ROWS; m += quick_rows_step(m, STREAM_MAX_ROWS))
             for (int64_t x = 0; x < n_keys; x++)
                 for (int64_t y = 0; y < n_depths; y++) {
-                    const qkv_dtype dt = bf16 ? QKV_BF16 : QKV_F16;
+                    const qkv_dtype dt = types[t];
                     if (pv)
-                        pv_half_case(kt, twin, dt, m, half_keys[x], half_depths[y], specials, &w);
+                        pv_stream_case(kt, twin, dt, m, stream_keys[x], stream_depths[y], specials, &w);
                     else
-                        qk_half_case(kt, twin, dt, m, half_keys[x], half_depths[y], specials, &w);
+                        qk_stream_case(kt, twin, dt, m, stream_keys[x], stream_depths[y], specials, &w);
                 }
-    if (specials && half_nonfinite_checked == 0) {
+    if (specials && stream_nonfinite_checked == 0) {
         w.failures++;
         note("no output was inf or NaN: the special values were not exercised");
     }
-    tap_result(w.failures == 0, "%s %s: %lld shapes (f16, bf16) vs double and scalar, worst err/tol %.3g, %lld inf/NaN outputs",
+    tap_result(w.failures == 0, "%s %s: %lld shapes (f16, bf16, f32) vs double and scalar, worst err/tol %.3g, %lld inf/NaN outputs",
                qkv_isa_name(kt->isa), what, (long long)w.cases, w.ratio,
-               (long long)half_nonfinite_checked);
+               (long long)stream_nonfinite_checked);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1693,10 +1733,10 @@ static void check_isa(qkv_isa isa)
     test_cvt_all(kt, twin, 0);
     test_cvt_all(kt, twin, 1);
     test_cvt_tails(kt);
-    test_half_kernel(kt, twin, 0, 0);
-    test_half_kernel(kt, twin, 0, 1);
-    test_half_kernel(kt, twin, 1, 0);
-    test_half_kernel(kt, twin, 1, 1);
+    test_stream_kernel(kt, twin, 0, 0);
+    test_stream_kernel(kt, twin, 0, 1);
+    test_stream_kernel(kt, twin, 1, 0);
+    test_stream_kernel(kt, twin, 1, 1);
     test_golden(isa);
 }
 

@@ -15,6 +15,6 @@ const qkv_kernels qkv_kernels_avx2 = {
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_avx2,
     .pack_nt = qkv_pack_nt_avx2,
     .gemm_packed = qkv_gemm_packed_avx2,
-    .qk_half = qkv_qk_half_avx2,
-    .pv_half = qkv_pv_half_avx2,
+    .qk_stream = qkv_qk_stream_avx2,
+    .pv_stream = qkv_pv_stream_avx2,
 };

@@ -17,6 +17,6 @@ const qkv_kernels qkv_kernels_avx512 = {
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_avx512,
     .pack_nt = qkv_pack_nt_avx512,
     .gemm_packed = qkv_gemm_packed_avx512,
-    .qk_half = qkv_qk_half_avx512,
-    .pv_half = qkv_pv_half_avx512,
+    .qk_stream = qkv_qk_stream_avx512,
+    .pv_stream = qkv_pv_stream_avx512,
 };

@@ -28,16 +28,16 @@ void qkv_exp_shift_scale_neon(int64_t n, const float *src, float shift,
                               float mul, float *dst);
 void qkv_cvt_f16_f32_neon(int64_t n, const uint16_t *src, float *dst);
 void qkv_cvt_bf16_f32_neon(int64_t n, const uint16_t *src, float *dst);
-void qkv_qk_half_neon(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
-                      const float *a, int64_t lda,
-                      const uint16_t *b, int64_t ldb,
-                      float *c, int64_t ldc,
-                      const uint16_t *b_next);
-void qkv_pv_half_neon(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
-                      const float *p, int64_t ldp,
-                      const uint16_t *v, int64_t ldv,
-                      const float *alpha, float *acc, int64_t ldacc,
-                      const uint16_t *v_next);
+void qkv_qk_stream_neon(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
+                        const float *a, int64_t lda,
+                        const void *b, int64_t ldb,
+                        float *c, int64_t ldc,
+                        const void *b_next);
+void qkv_pv_stream_neon(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
+                        const float *p, int64_t ldp,
+                        const void *v, int64_t ldv,
+                        const float *alpha, float *acc, int64_t ldacc,
+                        const void *v_next);
 
 /* sum + x * w[lane], one FMLA (by element). Its lane index must be a
    compile-time constant, which it is once the callers' small loops over

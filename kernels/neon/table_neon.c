@@ -14,6 +14,6 @@ const qkv_kernels qkv_kernels_neon = {
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_neon,
     .pack_nt = qkv_pack_nt_neon,
     .gemm_packed = qkv_gemm_packed_neon,
-    .qk_half = qkv_qk_half_neon,
-    .pv_half = qkv_pv_half_neon,
+    .qk_stream = qkv_qk_stream_neon,
+    .pv_stream = qkv_pv_stream_neon,
 };

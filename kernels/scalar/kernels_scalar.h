@@ -25,19 +25,29 @@ void qkv_exp_shift_scale_scalar(int64_t n, const float *src, float shift,
                                 float mul, float *dst);
 void qkv_cvt_f16_f32_scalar(int64_t n, const uint16_t *src, float *dst);
 void qkv_cvt_bf16_f32_scalar(int64_t n, const uint16_t *src, float *dst);
-void qkv_qk_half_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
-                        const float *a, int64_t lda,
-                        const uint16_t *b, int64_t ldb,
-                        float *c, int64_t ldc,
-                        const uint16_t *b_next);
-void qkv_pv_half_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
-                        const float *p, int64_t ldp,
-                        const uint16_t *v, int64_t ldv,
-                        const float *alpha, float *acc, int64_t ldacc,
-                        const uint16_t *v_next);
+void qkv_qk_stream_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t k,
+                          const float *a, int64_t lda,
+                          const void *b, int64_t ldb,
+                          float *c, int64_t ldc,
+                          const void *b_next);
+void qkv_pv_stream_scalar(qkv_dtype dt, int64_t m, int64_t n, int64_t dv,
+                          const float *p, int64_t ldp,
+                          const void *v, int64_t ldv,
+                          const float *alpha, float *acc, int64_t ldacc,
+                          const void *v_next);
 
 /* One element; used by the SIMD conversions for their tails. */
 float qkv_f16_to_f32_scalar(uint16_t h);
 float qkv_bf16_to_f32_scalar(uint16_t h);
+
+/* Element `at` of K or V rows of type dt (F32, F16 or BF16), as a float:
+   exact. The scalar stream kernels and the SIMD ones' odd tails. */
+static inline float qkv_kv_elem_scalar(qkv_dtype dt, const void *rows, int64_t at)
+{
+    if (dt == QKV_F32)
+        return ((const float *)rows)[at];
+    const uint16_t h = ((const uint16_t *)rows)[at];
+    return dt == QKV_BF16 ? qkv_bf16_to_f32_scalar(h) : qkv_f16_to_f32_scalar(h);
+}
 
 #endif

@@ -13,6 +13,6 @@ const qkv_kernels qkv_kernels_scalar = {
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_scalar,
     .pack_nt = qkv_pack_nt_scalar,
     .gemm_packed = qkv_gemm_packed_scalar,
-    .qk_half = qkv_qk_half_scalar,
-    .pv_half = qkv_pv_half_scalar,
+    .qk_stream = qkv_qk_stream_scalar,
+    .pv_stream = qkv_pv_stream_scalar,
 };
