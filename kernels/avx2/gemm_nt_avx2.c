@@ -27,9 +27,9 @@
  *
  * Small m (m <= SMALL_M, as in decoding): packing B would cost more than
  * the product, so each dot product is computed straight from the rows of A
- * and B, 8 partial sums per (row, key) in a ymm accumulator over p, reduced
- * horizontally at the end (4 keys x up to 2 rows per step; the k % 8 tail
- * goes through qkv_tail_load_avx2). The summation order differs from the
+ * and B by qk_stream's F32 path (kernels/avx2/qk_stream_avx2.c: 8 partial
+ * sums per (row, key) in a ymm accumulator over p, reduced horizontally at
+ * the end), and the bias added after. The summation order differs from the
  * twin's: results agree within float rounding. scratch is unused.
  *
  * Scalar twin: qkv_gemm_nt_scalar in kernels/scalar/gemm_nt_scalar.c.
@@ -39,7 +39,7 @@
 #include "exp_avx2.h"
 #include "kernels_avx2.h"
 
-enum { MR = 6, NR = 16, SMALL_M = 8, DOT_ROWS = 2, DOT_KEYS = 4 };
+enum { MR = 6, NR = 16, SMALL_M = 8 };
 
 /* Loops over the rows of a block are unrolled by pragma: GCC 12 keeps an
    array of accumulators in registers only when every index is a constant
@@ -167,77 +167,18 @@ static void panel_rows(int64_t m, int64_t cols, int64_t k,
                    panel, bias, accumulate, c + i0 * ldc, ldc);
 }
 
-/* The four horizontal sums of a, b, c, d, in that order. */
-static inline __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d)
-{
-    const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
-}
-
-/* Columns p..p+7 of a row, zero past k. */
-static inline __m256 load_upto(const float *row, int64_t p, int64_t k)
-{
-    return k - p >= 8 ? _mm256_loadu_ps(row + p)
-                      : qkv_tail_load_avx2(row + p, qkv_tail_mask_avx2(k - p));
-}
-
-/* C[i][j..j+3] for `rows` (1 or 2) rows of A and 4 rows of B. */
-static void dot_4keys(int rows, int64_t k, const float *a, int64_t lda,
-                      const float *b, int64_t ldb, const float *bias,
-                      float *c, int64_t ldc)
-{
-    __m256 acc[DOT_ROWS][DOT_KEYS];
-#pragma GCC unroll 2
-    for (int i = 0; i < DOT_ROWS; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < DOT_KEYS; j++)
-            acc[i][j] = _mm256_setzero_ps();
-    /* A missing second row re-reads the first and is not stored. */
-    const float *a1 = rows > 1 ? a + lda : a;
-    for (int64_t p = 0; p < k; p += 8) {
-        const __m256 a0v = load_upto(a, p, k), a1v = load_upto(a1, p, k);
-#pragma GCC unroll 4
-        for (int j = 0; j < DOT_KEYS; j++) {
-            const __m256 bv = load_upto(b + j * ldb, p, k);
-            acc[0][j] = _mm256_fmadd_ps(a0v, bv, acc[0][j]);
-            acc[1][j] = _mm256_fmadd_ps(a1v, bv, acc[1][j]);
-        }
-    }
-    for (int i = 0; i < rows; i++) {
-        __m128 sums = sum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-        if (bias)
-            sums = _mm_add_ps(sums, _mm_loadu_ps(bias));
-        _mm_storeu_ps(c + i * ldc, sums);
-    }
-}
-
-/* C[i][j] for one row of A and one row of B. */
-static float dot_1(int64_t k, const float *a, const float *b)
-{
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t p = 0; p < k; p += 8)
-        acc = _mm256_fmadd_ps(load_upto(a, p, k), load_upto(b, p, k), acc);
-    return qkv_hsum_avx2(acc);
-}
-
-/* C = A B^T (+ bias) for m <= SMALL_M: keys outer, so each row of B is
-   read from memory once and reused from L1 by every pair of rows. */
+/* C = A B^T (+ bias) for m <= SMALL_M: the F32 dot products of qk_stream
+   (straight from the rows, keys outer, so each row of B is read from
+   memory once), then the bias added to each finished dot product. */
 static void gemm_small_m(int64_t m, int64_t n, int64_t k,
                          const float *a, int64_t lda,
                          const float *b, int64_t ldb,
                          const float *bias, float *c, int64_t ldc)
 {
-    int64_t j = 0;
-    for (; j + DOT_KEYS <= n; j += DOT_KEYS)
-        for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)
-            dot_4keys(m - i0 < DOT_ROWS ? (int)(m - i0) : DOT_ROWS, k,
-                      a + i0 * lda, lda, b + j * ldb, ldb,
-                      bias ? bias + j : NULL, c + i0 * ldc + j, ldc);
-    for (; j < n; j++)
-        for (int64_t i = 0; i < m; i++) {
-            const float dot = dot_1(k, a + i * lda, b + j * ldb);
-            c[i * ldc + j] = bias ? dot + bias[j] : dot;
-        }
+    qkv_qk_stream_avx2(QKV_F32, m, n, k, a, lda, b, ldb, c, ldc, NULL);
+    for (int64_t i = 0; bias && i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            c[i * ldc + j] += bias[j];
 }
 
 void qkv_gemm_nt_avx2(int64_t m, int64_t n, int64_t k,

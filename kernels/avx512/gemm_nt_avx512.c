@@ -25,10 +25,11 @@
  *
  * Small m (m <= SMALL_M, as in decoding: one query row against a block of
  * keys): packing B would cost more than the product, so each dot product
- * is computed straight from the rows of A and B: 16 partial sums per
- * (row, key) in a zmm accumulator over p, reduced horizontally at the end
- * (4 keys x up to 4 rows per step). The summation order differs from the
- * twin's: results agree within float rounding. scratch is unused.
+ * is computed straight from the rows of A and B by qk_stream's F32 path
+ * (kernels/avx512/qk_stream_avx512.c: 16 partial sums per (row, key) in a
+ * zmm accumulator over p, reduced horizontally at the end), and the bias
+ * added after. The summation order differs from the twin's: results agree
+ * within float rounding. scratch is unused.
  *
  * Tails: B rows and A/C are read and written through masked loads and
  * stores of exactly the documented elements (k % 16 columns of B, n % 16
@@ -42,8 +43,6 @@
 #define MICRO_ROWS 6
 #define MICRO_PANELS 4
 #define SMALL_M 8
-#define DOT_ROWS 4
-#define DOT_KEYS 4
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
@@ -203,91 +202,18 @@ static void column_block(int panels, int64_t m, int64_t k,
     }
 }
 
-/* ------------------------------------------------------------------ */
-/* Small m: dot products without packing                              */
-/* ------------------------------------------------------------------ */
-
-/* The four horizontal sums of a, b, c, d, in that order. */
-static ALWAYS_INLINE __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-    /* Per 128-bit lane: ab = (a0+a2, b0+b2, a1+a3, b1+b3), cd likewise. */
-    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    /* Per lane: (sum a, sum b, sum c, sum d) of that lane's 4 elements. */
-    const __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
-    const __m512 quad = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)),
-                                      _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
-    const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(quad),
-                                      _mm512_extractf32x8_ps(quad, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
-}
-
-/* C[i][j] for ROWS rows of A and KEYS (4 or 1) rows of B. */
-static ALWAYS_INLINE void dot_tile(const int ROWS, const int KEYS, int64_t k,
-                                   const float *a, int64_t lda,
-                                   const float *b, int64_t ldb,
-                                   const float *bias, float *c, int64_t ldc)
-{
-    __m512 acc[DOT_ROWS][DOT_KEYS];
-    for (int i = 0; i < ROWS; i++)
-        for (int j = 0; j < KEYS; j++)
-            acc[i][j] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < k; p += LANES) {
-        const __mmask16 lanes = qkv_lanes_avx512(k - p);
-        __m512 bv[DOT_KEYS];
-        for (int j = 0; j < KEYS; j++)
-            bv[j] = _mm512_maskz_loadu_ps(lanes, b + j * ldb + p);
-        for (int i = 0; i < ROWS; i++) {
-            const __m512 av = _mm512_maskz_loadu_ps(lanes, a + i * lda + p);
-            for (int j = 0; j < KEYS; j++)
-                acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
-        }
-    }
-    for (int i = 0; i < ROWS; i++) {
-        if (KEYS == DOT_KEYS) {
-            __m128 sums = sum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-            if (bias)
-                sums = _mm_add_ps(sums, _mm_loadu_ps(bias));
-            _mm_storeu_ps(c + i * ldc, sums);
-        } else {
-            const float dot = _mm512_reduce_add_ps(acc[i][0]);
-            c[i * ldc] = bias ? dot + bias[0] : dot;
-        }
-    }
-}
-
-/* Instantiates dot_tile for a run-time row count (1..DOT_ROWS). */
-static ALWAYS_INLINE void dot_rows(int rows, const int KEYS, int64_t k,
-                                   const float *a, int64_t lda,
-                                   const float *b, int64_t ldb,
-                                   const float *bias, float *c, int64_t ldc)
-{
-    switch (rows) {
-    case 4:  dot_tile(4, KEYS, k, a, lda, b, ldb, bias, c, ldc); break;
-    case 3:  dot_tile(3, KEYS, k, a, lda, b, ldb, bias, c, ldc); break;
-    case 2:  dot_tile(2, KEYS, k, a, lda, b, ldb, bias, c, ldc); break;
-    default: dot_tile(1, KEYS, k, a, lda, b, ldb, bias, c, ldc); break;
-    }
-}
-
-/* C = A B^T (+ bias) for m <= SMALL_M: keys outer, so each row of B is
-   read from memory once and reused from L1 by every group of rows. */
+/* C = A B^T (+ bias) for m <= SMALL_M: the F32 dot products of qk_stream
+   (straight from the rows, keys outer, so each row of B is read from
+   memory once), then the bias added to each finished dot product. */
 static void gemm_small_m(int64_t m, int64_t n, int64_t k,
                          const float *a, int64_t lda,
                          const float *b, int64_t ldb,
                          const float *bias, float *c, int64_t ldc)
 {
-    int64_t j = 0;
-    for (; j + DOT_KEYS <= n; j += DOT_KEYS)
-        for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)
-            dot_rows((int)(m - i0 < DOT_ROWS ? m - i0 : DOT_ROWS), DOT_KEYS, k,
-                     a + i0 * lda, lda, b + j * ldb, ldb, bias ? bias + j : NULL,
-                     c + i0 * ldc + j, ldc);
-    for (; j < n; j++)
-        for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)
-            dot_rows((int)(m - i0 < DOT_ROWS ? m - i0 : DOT_ROWS), 1, k,
-                     a + i0 * lda, lda, b + j * ldb, ldb, bias ? bias + j : NULL,
-                     c + i0 * ldc + j, ldc);
+    qkv_qk_stream_avx512(QKV_F32, m, n, k, a, lda, b, ldb, c, ldc, NULL);
+    for (int64_t i = 0; bias && i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            c[i * ldc + j] += bias[j];
 }
 
 void qkv_gemm_nt_avx512(int64_t m, int64_t n, int64_t k,
