@@ -3,6 +3,10 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#if defined(__linux__)
+#include <unistd.h>
+#endif
 
 #include "bench_util.h"
 
@@ -172,3 +176,21 @@ int bench_blas_linear(int64_t m, int64_t n, int64_t k, const float *a,
 }
 
 #endif
+
+void bench_blas_restart_with_threads(int threads, char **argv)
+{
+#if QKV_BENCH_HAVE_OPENBLAS_API && defined(__linux__)
+    if (getenv("OPENBLAS_NUM_THREADS"))
+        return;
+    char value[16];
+    snprintf(value, sizeof value, "%d", threads);
+    if (setenv("OPENBLAS_NUM_THREADS", value, 1) != 0)
+        return;
+    fflush(NULL);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_NUM_THREADS");   /* exec failed: carry on as we are */
+#else
+    (void)threads;
+    (void)argv;
+#endif
+}

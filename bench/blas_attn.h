@@ -35,6 +35,15 @@ const char *bench_blas_name(void);
 /* Threads OpenBLAS may use from now on (when it lets us set it). */
 void bench_blas_set_threads(int threads);
 
+/* OpenBLAS starts its worker threads when it is loaded, before main: as
+   many as OPENBLAS_NUM_THREADS says, else one per CPU. Idle workers spin
+   (sched_yield) and take CPU time from the threads being measured, and
+   bench_blas_set_threads cannot stop them. Unless OPENBLAS_NUM_THREADS is
+   set, this sets it to `threads` and starts the program again with the
+   same arguments (Linux, OpenBLAS builds; elsewhere, or if that fails, it
+   returns and nothing changes). */
+void bench_blas_restart_with_threads(int threads, char **argv);
+
 /* Floats of scratch bench_blas_attention needs for lq x lk scores. */
 int64_t bench_blas_scratch_floats(int64_t lq, int64_t lk);
 

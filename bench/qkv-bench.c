@@ -810,6 +810,8 @@ int main(int argc, char **argv)
 {
     options o;
     parse_options(argc, argv, &o);
+    /* Linked OpenBLAS starts its workers even when --no-blas skips it. */
+    bench_blas_restart_with_threads(o.threads, argv);
     warn_about_openblas_env();
     bench_blas_set_threads(o.threads);
 
