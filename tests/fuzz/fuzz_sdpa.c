@@ -261,6 +261,19 @@ static size_t dtype_bytes(qkv_dtype dt)
 
 /* Bytes a tensor occupies, or 0 when its span is not computable (the
    library must then reject the call before touching it). */
+/* Logical elements of a tensor, -1 past 1 << 22 or on a size <= 0. A
+   broadcast (stride 0) over a hostile size spans few bytes but would take
+   forever to fill element by element; the library rejects such a size
+   whatever the values. */
+static int64_t logical_elems(const qkv_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < 4; i++)
+        if (t->shape[i] <= 0 || __builtin_mul_overflow(n, t->shape[i], &n) || n > (1 << 22))
+            return -1;
+    return n;
+}
+
 static size_t span_bytes(const call *c, int i)
 {
     const qkv_tensor *t = &c->t[i];
@@ -565,7 +578,7 @@ static void describe(const call *c, const qkv_tensor *const ts[5], const qkv_sdp
             (const void *)p->sinks, c->alias, c->value_mode);
     for (int i = 0; i < 3; i++) {
         const qkv_tensor *t = ts[i];
-        if (!t || !t->data || t->dtype != QKV_F32)
+        if (!t || !t->data || t->dtype != QKV_F32 || logical_elems(t) < 0)
             continue;
         int bad = 0;
         for (int64_t e = 0; e < t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3]; e++) {
@@ -611,7 +624,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t st = seed;
     const int moderate = c.value_mode < 5;
     for (int i = 0; i < 5; i++)
-        if (i != 3 && span_bytes(&c, i) && strides_ok(&c.t[i], i == 4) &&
+        if (i != 3 && span_bytes(&c, i) && logical_elems(&c.t[i]) > 0 &&
+            strides_ok(&c.t[i], i == 4) &&
             (i != 4 || c.t[4].dtype == QKV_F32))
             fill_tensor(&c.t[i], &st, c.value_mode, i == 4);
     qkv_sdpa_params p = c.p;
