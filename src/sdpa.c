@@ -601,7 +601,7 @@ static int streams_rows(const task_ctx *t)
 /* Element `at` of a K or V tensor of type dt, as an address. */
 static const void *kv_at(const void *base, qkv_dtype dt, int64_t at)
 {
-    return (const char *)base + at * (dt == QKV_F32 ? 4 : 2);
+    return (const char *)base + at * (int64_t)qkv_dtype_size(dt);
 }
 
 /* The n rows one tile after key j0 of K or V, which the stream kernels
@@ -838,14 +838,13 @@ static void write_weights(const task_ctx *t)
     }
 }
 
-/* Asks for n rows of K or V from key j0 on (each `width` elements of
-   `elem_bytes`) to be brought into the caches ahead of use. */
-static void prefetch_rows(const void *base, const int64_t stride[4],
-                          int64_t elem_bytes, int64_t b, int64_t g,
-                          int64_t j0, int64_t n, int64_t width)
+/* Asks for n rows of K or V (type dt) from key j0 on, each `width`
+   elements, to be brought into the caches ahead of use. */
+static void prefetch_rows(const void *base, qkv_dtype dt, const int64_t stride[4],
+                          int64_t b, int64_t g, int64_t j0, int64_t n, int64_t width)
 {
-    const char *row = (const char *)base +
-                      (b * stride[0] + g * stride[1] + j0 * stride[2]) * elem_bytes;
+    const int64_t elem_bytes = (int64_t)qkv_dtype_size(dt);
+    const char *row = kv_at(base, dt, b * stride[0] + g * stride[1] + j0 * stride[2]);
     const int64_t row_bytes = width * elem_bytes, step = stride[2] * elem_bytes;
     for (int64_t j = 0; j < n; j++, row += step)
         for (int64_t off = 0; off < row_bytes; off += 64)
@@ -864,10 +863,8 @@ static void prefetch_next_tile(const task_ctx *t, int64_t j0, int64_t n)
     if (streams_rows(t) || t->rows > PREFETCH_MAX_ROWS || j0 >= t->key_end)
         return;
     n = min64(n, t->key_end - j0);
-    prefetch_rows(pr->k, pr->k_stride, pr->k_dtype == QKV_F32 ? 4 : 2,
-                  t->b, t->g, j0, n, pr->d);
-    prefetch_rows(pr->v, pr->v_stride, pr->v_dtype == QKV_F32 ? 4 : 2,
-                  t->b, t->g, j0, n, pr->dv);
+    prefetch_rows(pr->k, pr->k_dtype, pr->k_stride, t->b, t->g, j0, n, pr->d);
+    prefetch_rows(pr->v, pr->v_dtype, pr->v_stride, t->b, t->g, j0, n, pr->dv);
 }
 
 /* One online-softmax step of rows [r0, r1) over keys j0..j0+n-1. */
