@@ -195,6 +195,32 @@ Test(random, half_precision_kv)
     report("half_precision_kv", cases, worst);
 }
 
+/* Tasks of 16 query rows or more keep the blocks of K and V they prepare in
+   per-thread caches, V wider than one panel (64 columns) split into
+   panels: widths on both sides of the panel edges, several key blocks with
+   a partial last one, causal slabs that enter a block part-way, kv_len
+   cutting tiles short, and each storage type of V. */
+Test(random, cached_value_panels)
+{
+    static const int64_t dvs[] = {63, 64, 65, 100, 128, 129, 200};
+    static const qkv_dtype dtypes[] = {QKV_F32, QKV_F16, QKV_BF16};
+    double worst = 0.0;
+    int cases = 0;
+    for (int i = 0; i < 7; i++)
+        for (int rep = 0; rep < 2; rep++) {
+            sdpa_spec s = {.B = 2, .H = 2, .Hkv = rep ? 1 : 2, .Lq = 40, .Lk = 300,
+                           .D = 24, .Dv = dvs[i],
+                           .k_dtype = dtypes[(i + rep) % 3], .v_dtype = dtypes[(i + 2 * rep) % 3],
+                           .layout = (test_layout)((i + rep) % 3),
+                           .causal = (qkv_causal)((i + rep) % 3),
+                           .kv_len = rep ? KV_LEN_RANDOM : KV_LEN_NONE,
+                           .no_weights = !rep};
+            worst = max2(worst, check_spec(&s, 1150 + (uint64_t)cases));
+            cases++;
+        }
+    report("cached_value_panels", cases, worst);
+}
+
 Test(random, custom_scales)
 {
     static const float scales[] = {0.37f, 1.0f, -0.5f, 2.5f, 1e-3f};
