@@ -155,17 +155,13 @@ static fma_loop_fn fma_loop_for(qkv_isa isa, int *lanes)
 /* Keeps a result alive so that the loops are not removed. */
 static volatile float peak_sink;
 
-double bench_fma_peak_gflops(qkv_isa isa)
+/* Iterations of one ~2 ms pass of isa's loop (calibrated on first use). */
+static int64_t pass_iters[QKV_ISA_NEON + 1];
+
+static int64_t calibrated_iters(qkv_isa isa, fma_loop_fn loop)
 {
-    int lanes = 0;
-    const fma_loop_fn loop = fma_loop_for(isa, &lanes);
-    if (!loop)
-        return 0.0;
-    /* Calibrate to about 2 ms a pass, then keep the best of many passes
-       after 20 ms of warm-up that brings the core to the clock (and, for
-       zmm, the frequency licence) it will keep. Thread CPU time, so that
-       a pass during which the thread was descheduled is not counted
-       short. */
+    if (pass_iters[isa] > 0)
+        return pass_iters[isa];
     int64_t iters = 1 << 10;
     for (;;) {
         const double t0 = bench_thread_ns();
@@ -174,9 +170,22 @@ double bench_fma_peak_gflops(qkv_isa isa)
             break;
         iters *= 2;
     }
-    peak_sink = loop(iters * 10);
+    return pass_iters[isa] = iters;
+}
+
+/* The best GFLOP/s of `passes` passes after warm_passes untimed ones.
+   Thread CPU time, so that a pass during which the thread was descheduled
+   is not counted short. */
+static double best_of_passes(qkv_isa isa, int warm_passes, int passes)
+{
+    int lanes = 0;
+    const fma_loop_fn loop = fma_loop_for(isa, &lanes);
+    if (!loop)
+        return 0.0;
+    const int64_t iters = calibrated_iters(isa, loop);
+    peak_sink = loop(iters * warm_passes);
     double best = 0.0;
-    for (int pass = 0; pass < 30; pass++) {
+    for (int pass = 0; pass < passes; pass++) {
         const double t0 = bench_thread_ns();
         peak_sink = loop(iters);
         const double ns = bench_thread_ns() - t0;
@@ -185,6 +194,19 @@ double bench_fma_peak_gflops(qkv_isa isa)
             best = gflops;
     }
     return best;
+}
+
+/* About 20 ms of warm-up brings the core to the clock (and, for zmm, the
+   frequency licence) it will keep; then the best of 30 passes. */
+double bench_fma_peak_gflops(qkv_isa isa)
+{
+    return best_of_passes(isa, 10, 30);
+}
+
+/* A short re-measurement (about 25 ms) for use right beside a benchmark. */
+double bench_fma_peak_now_gflops(qkv_isa isa)
+{
+    return best_of_passes(isa, 2, 10);
 }
 
 /* ---- read bandwidth -------------------------------------------------- */

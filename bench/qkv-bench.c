@@ -16,7 +16,10 @@
  * GEMMs of 2 FLOPs per multiply-add; a causal square problem counts only
  * its unmasked half, a sliding window only the keys inside it. The multi-head layer adds 2 * tokens * in * out for
  * each of its four projections. "% peak" divides by threads x the
- * single-thread FMA peak of the ISA. Shapes with one query row (decode)
+ * single-thread FMA peak of the ISA measured beside the row (just before
+ * and just after it, the better of the two: on a shared machine the peak
+ * itself moves by tens of percent within a run); "% pk0" by the peak
+ * measured once at the start, as a second opinion. Shapes with one query row (decode)
  * also report the bandwidth of streaming K and V.
  */
 #include <getopt.h>
@@ -305,6 +308,19 @@ static timing measure(run_fn fn, void *ctx, const options *o)
     return (timing){bench_median(samples, reps), reps, total};
 }
 
+/* measure(), with isa's FMA peak measured just before and just after it:
+   the higher of the two is what the core could deliver meanwhile, the
+   peak that the row's "% peak" divides by. */
+static timing measure_beside_peak(run_fn fn, void *ctx, const options *o,
+                                  qkv_isa isa, double *peak_gflops)
+{
+    const double before = bench_fma_peak_now_gflops(isa);
+    const timing t = measure(fn, ctx, o);
+    const double after = bench_fma_peak_now_gflops(isa);
+    *peak_gflops = before > after ? before : after;
+    return t;
+}
+
 /* Query-key pairs that the causal rule and the window leave visible. */
 static double visible_pairs(const shape *s)
 {
@@ -341,6 +357,8 @@ typedef struct result {
     const char *status;      /* NULL when measured */
     timing t;
     double flops, gflops, peak_pct;
+    double peak_gflops;      /* single-thread peak measured beside the row */
+    double start_peak_pct;   /* against the peak measured at the start */
     double kv_bytes, kv_gbs, bw_pct;       /* decode only (kv_bytes > 0) */
     double blas_ns, blas_softmax_ns;       /* 0 when no baseline */
 } result;
@@ -383,9 +401,11 @@ static void print_header(const machine *m, const options *o)
     if (m->read_gbs > 0.0)
         printf("read bandwidth (1 thread, measured): %.1f GB/s\n", m->read_gbs);
     printf("baseline: %s\n\n", o->blas && bench_blas_available() ? bench_blas_name() : "none");
-    printf("%-7s %-4s %-40s %4s %9s %8s %6s %8s %6s %9s %6s %7s\n",
-           "isa", "op", "shape", "reps", "ms", "GFLOP/s", "%peak", "KV GB/s", "%BW",
-           "BLAS ms", "%smax", "vsBLAS");
+    printf("peak: the FMA peak measured beside each row (the better of about 25 ms\n"
+           "before and after it); %%peak divides by it, %%pk0 by the peak above\n\n");
+    printf("%-7s %-4s %-40s %4s %9s %8s %6s %6s %6s %8s %6s %9s %6s %7s\n",
+           "isa", "op", "shape", "reps", "ms", "GFLOP/s", "peak", "%peak", "%pk0",
+           "KV GB/s", "%BW", "BLAS ms", "%smax", "vsBLAS");
 }
 
 static void print_row(const result *r)
@@ -398,7 +418,8 @@ static void print_row(const result *r)
         fflush(stdout);
         return;
     }
-    printf("%4d %9.3f %8.2f %5.1f%% ", r->t.reps, r->t.ns / 1e6, r->gflops, r->peak_pct);
+    printf("%4d %9.3f %8.2f %6.1f %5.1f%% %5.1f%% ", r->t.reps, r->t.ns / 1e6, r->gflops,
+           r->peak_gflops, r->peak_pct, r->start_peak_pct);
     if (r->kv_bytes > 0.0)
         printf("%8.2f %5.1f%% ", r->kv_gbs, r->bw_pct);
     else
@@ -435,7 +456,9 @@ static void print_json_result(const result *r)
         return;
     }
     printf(", \"reps\": %d, \"median_ns\": %.0f, \"flops\": %.0f, \"gflops\": %.3f, "
-           "\"peak_pct\": %.2f", r->t.reps, r->t.ns, r->flops, r->gflops, r->peak_pct);
+           "\"peak_now_gflops\": %.3f, \"peak_pct\": %.2f, \"start_peak_pct\": %.2f",
+           r->t.reps, r->t.ns, r->flops, r->gflops, r->peak_gflops, r->peak_pct,
+           r->start_peak_pct);
     if (r->kv_bytes > 0.0)
         printf(", \"kv_bytes\": %.0f, \"kv_gbs\": %.3f, \"bw_pct\": %.2f",
                r->kv_bytes, r->kv_gbs, r->bw_pct);
@@ -468,8 +491,10 @@ static void record(result r, const machine *m, const options *o)
 {
     if (!r.status) {
         r.gflops = r.flops / r.t.ns;
-        const double peak = m->peak[r.isa] * o->threads;
+        const double peak = r.peak_gflops * o->threads;
+        const double start_peak = m->peak[r.isa] * o->threads;
         r.peak_pct = peak > 0.0 ? 100.0 * r.gflops / peak : 0.0;
+        r.start_peak_pct = start_peak > 0.0 ? 100.0 * r.gflops / start_peak : 0.0;
         if (r.kv_bytes > 0.0) {
             r.kv_gbs = r.kv_bytes / r.t.ns;
             r.bw_pct = m->read_gbs > 0.0 ? 100.0 * r.kv_gbs / m->read_gbs : 0.0;
@@ -597,7 +622,7 @@ static void bench_sdpa_shape(const shape *s, int skip_scalar, const machine *m,
         } else {
             qkv_isa_set(r.isa);
             c.status = QKV_OK;
-            r.t = measure(run_sdpa, &c, o);
+            r.t = measure_beside_peak(run_sdpa, &c, o, r.isa, &r.peak_gflops);
             if (c.status)
                 r.status = qkv_status_str(c.status);
         }
@@ -738,7 +763,7 @@ static void bench_mha(int causal, const machine *m, const options *o)
         } else {
             qkv_isa_set(r.isa);
             c.status = QKV_OK;
-            r.t = measure(run_mha, &c, o);
+            r.t = measure_beside_peak(run_mha, &c, o, r.isa, &r.peak_gflops);
             if (c.status)
                 r.status = qkv_status_str(c.status);
         }
