@@ -20,6 +20,12 @@
  *   cvt_f16_f32, cvt_bf16_f32   one K/V row: D elements
  *   qk_stream, pv_stream  1 x block_k x 128 and 4 x block_k x 128, K/V in
  *                 F32, F16 and BF16 (decoding, one query row or a KV group)
+ *   walk          one head, Lq = Lk = 2048, D = 64 and 128: the key loop of
+ *                 src/sdpa.c reduced to its three kernels (gemm_packed on
+ *                 K packed beforehand, softmax_tile, pv_tile, tile after
+ *                 tile for each block of block_q query rows), with the
+ *                 share of softmax_tile in the note: what the kernels reach
+ *                 together, without the driver (SIMD tables only)
  *
  * where block_q and block_k are the table's own. Each line gives the
  * median nanoseconds per call, the throughput (GFLOP/s and % of the ISA's
@@ -31,6 +37,7 @@
  */
 #include <assert.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,14 +56,14 @@ typedef enum kernel_id {
     K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_CVT_F16, K_CVT_BF16,
     K_QK_STREAM_F32, K_QK_STREAM_F16, K_QK_STREAM_BF16,
     K_PV_STREAM_F32, K_PV_STREAM_F16, K_PV_STREAM_BF16,
-    K_PACK_NT, K_GEMM_PACKED, K_GEMM_PROJ
+    K_PACK_NT, K_GEMM_PACKED, K_GEMM_PROJ, K_WALK
 } kernel_id;
 
 static const char *const kernel_names[] = {
     "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "cvt_f16_f32", "cvt_bf16_f32",
     "qk_stream_f32", "qk_stream_f16", "qk_stream_bf16",
     "pv_stream_f32", "pv_stream_f16", "pv_stream_bf16",
-    "pack_nt", "gemm_packed", "gemm (driver)",
+    "pack_nt", "gemm_packed", "gemm (driver)", "walk",
 };
 
 /* One call: sizes as the kernel names them (m, n, k or dv). */
@@ -70,6 +77,12 @@ typedef struct kcase {
 /* Largest sizes any case uses, for the shared buffers. */
 enum { MAX_ROWS = 256, MAX_COLS = 2048, MAX_DEPTH = 512 };
 
+/* The walk's head (K_WALK): WALK_LEN queries and keys, up to WALK_DEPTH. */
+enum { WALK_LEN = 2048, WALK_DEPTH = 128 };
+/* Room for the packed blocks of K for any block_k of 32 or more (checked
+   in walk_pack). */
+enum { WALK_PACKED_FLOATS = 2 * WALK_LEN * WALK_DEPTH };
+
 /* The projection-sized GEMM's operands (K_GEMM_PROJ). */
 enum { PROJ_ROWS = 2048, PROJ_COLS = 1536, PROJ_DEPTH = 512 };
 
@@ -80,6 +93,7 @@ typedef struct buffers {
     float *src, *dst;
     uint16_t *f16, *bf16;
     uint16_t *kv_f16, *kv_bf16;   /* a block of K or V rows, for the stream kernels */
+    float *walk_q, *walk_k, *walk_v, *walk_packed;   /* the walk's head */
 } buffers;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -103,6 +117,8 @@ static int cases_for(const qkv_kernels *kt, kcase *out)
     if (kt->isa != QKV_ISA_SCALAR) {
         out[n++] = (kcase){K_GEMM_PROJ, PROJ_ROWS, PROJ_COLS, PROJ_DEPTH, 1, "QKV projection"};
         out[n++] = (kcase){K_GEMM_PROJ, PROJ_ROWS, 512, PROJ_DEPTH, 1, "output projection"};
+        out[n++] = (kcase){K_WALK, bq, bk, 64, 0, "one head, L=2048, D=64"};
+        out[n++] = (kcase){K_WALK, bq, bk, 128, 0, "one head, L=2048, D=128"};
     }
     out[n++] = (kcase){K_SOFTMAX_TILE, bq, bk, 0, 0, "score tile"};
     out[n++] = (kcase){K_PV_TILE, bq, bk, 64, 0, "P V tile, D=64"};
@@ -133,6 +149,51 @@ static const void *stream_rows(const buffers *b, qkv_dtype dt)
 {
     return dt == QKV_F32 ? (const void *)b->b : dt == QKV_F16 ? (const void *)b->kv_f16
                                                                : (const void *)b->kv_bf16;
+}
+
+/* Nanoseconds the walks have spent in softmax_tile, and in all, since the
+   last reset: the share printed beside a walk. */
+static double walk_softmax_ns, walk_total_ns;
+
+/* Floats of one packed block of K in the walk. */
+static int64_t walk_block_floats(int64_t bk, int64_t d)
+{
+    return QKV_GEMM_SCRATCH_FLOATS(bk, d);
+}
+
+/* K packed block by block (what sdpa's K cache holds), for depth d. */
+static void walk_pack(const qkv_kernels *kt, const buffers *b, int64_t bk, int64_t d)
+{
+    assert((WALK_LEN + bk - 1) / bk * walk_block_floats(bk, d) <= WALK_PACKED_FLOATS);
+    for (int64_t j0 = 0; j0 < WALK_LEN; j0 += bk)
+        kt->pack_nt(min64(bk, WALK_LEN - j0), d, b->walk_k + j0 * d, d,
+                    b->walk_packed + (j0 / bk) * walk_block_floats(bk, d));
+}
+
+/* Every block of m = block_q query rows over every tile of n = block_k
+   keys, the online softmax state restarted per block as sdpa does. */
+static void walk_head(const qkv_kernels *kt, const kcase *c, const buffers *b)
+{
+    const int64_t bq = c->m, bk = c->n, d = c->k;
+    for (int64_t i0 = 0; i0 < WALK_LEN; i0 += bq) {
+        const int64_t rows = min64(bq, WALK_LEN - i0);
+        for (int64_t r = 0; r < rows; r++) {
+            b->row_max[r] = -INFINITY;
+            b->row_sum[r] = 0.0f;
+        }
+        memset(b->acc, 0, (size_t)(rows * d) * sizeof(float));
+        for (int64_t j0 = 0; j0 < WALK_LEN; j0 += bk) {
+            const int64_t keys = min64(bk, WALK_LEN - j0);
+            kt->gemm_packed(rows, keys, d, b->walk_q + i0 * d, d,
+                            b->walk_packed + (j0 / bk) * walk_block_floats(bk, d),
+                            NULL, 0, b->s, bk);
+            const double t0 = bench_now_ns();
+            kt->softmax_tile(rows, keys, b->s, bk, b->row_max, b->row_sum, b->alpha);
+            walk_softmax_ns += bench_now_ns() - t0;
+            kt->pv_tile(rows, keys, d, b->s, bk, b->walk_v + j0 * d, d, b->alpha,
+                        b->acc, d);
+        }
+    }
 }
 
 static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
@@ -189,6 +250,12 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
         qkv_gemm_nt_blocked_in(kt, c->m, c->n, c->k, b->proj_a, c->k, b->proj_b, c->k,
                                b->proj_bias, b->proj_c, c->n, 1, b->proj_scratch);
         break;
+    case K_WALK: {
+        const double t0 = bench_now_ns();
+        walk_head(kt, c, b);
+        walk_total_ns += bench_now_ns() - t0;
+        break;
+    }
     }
 }
 
@@ -204,6 +271,8 @@ static double case_flops(const kcase *c)
     if (c->kernel == K_GEMM_NT || c->kernel == K_PV_TILE || is_stream_product(c->kernel) ||
         c->kernel == K_GEMM_PACKED || c->kernel == K_GEMM_PROJ)
         return 2.0 * (double)(c->m * c->n * c->k);
+    if (c->kernel == K_WALK)   /* two products of WALK_LEN^2 x D multiply-adds */
+        return 4.0 * (double)WALK_LEN * (double)WALK_LEN * (double)c->k;
     return 0.0;
 }
 
@@ -273,6 +342,17 @@ static void buffers_init(buffers *b)
     b->proj_c = staggered_alloc((size_t)PROJ_ROWS * PROJ_COLS * sizeof(float));
     const int64_t scratch = qkv_gemm_nt_scratch_floats(PROJ_ROWS, PROJ_COLS, PROJ_DEPTH, 1);
     b->proj_scratch = staggered_alloc((size_t)scratch * sizeof(float));
+
+    /* Logits of about +-3 after the 1/sqrt(D)-sized values: a softmax
+       that sees new maxima now and then, as real heads do. */
+    const size_t walk = (size_t)WALK_LEN * WALK_DEPTH;
+    b->walk_q = staggered_alloc(walk * sizeof(float));
+    bench_fill_f32(b->walk_q, walk, -0.3f, 0.3f, &seed);
+    b->walk_k = staggered_alloc(walk * sizeof(float));
+    bench_fill_f32(b->walk_k, walk, -0.3f, 0.3f, &seed);
+    b->walk_v = staggered_alloc(walk * sizeof(float));
+    bench_fill_f32(b->walk_v, walk, -1.0f, 1.0f, &seed);
+    b->walk_packed = staggered_alloc((size_t)WALK_PACKED_FLOATS * sizeof(float));
 }
 
 /* ------------------------------------------------------------------ */
@@ -356,6 +436,9 @@ static void print_case(const qkv_kernels *kt, const kcase *c, double ns,
     else if (c->kernel == K_GEMM_PACKED)
         snprintf(size, sizeof size, "%lldx%lldx%lld%s", (long long)c->m,
                  (long long)c->n, (long long)c->k, c->bias ? "+acc" : "");
+    else if (c->kernel == K_WALK)
+        snprintf(size, sizeof size, "%lldx%lldxD%lld", (long long)c->m, (long long)c->n,
+                 (long long)c->k);
     else if (c->kernel == K_SOFTMAX_TILE || c->kernel == K_PACK_NT)
         snprintf(size, sizeof size, "%lldx%lld", (long long)(c->kernel == K_PACK_NT ? c->n : c->m),
                  (long long)(c->kernel == K_PACK_NT ? c->k : c->n));
@@ -372,9 +455,12 @@ static void print_case(const qkv_kernels *kt, const kcase *c, double ns,
         printf("%8.3f elem/ns %6s ", case_elements(c) / ns, "");
     }
     if (scalar_ns > 0.0)
-        printf("%7.2fx  %s\n", scalar_ns / ns, c->note);
+        printf("%7.2fx  %s", scalar_ns / ns, c->note);
     else
-        printf("%7s   %s\n", "-", c->note);
+        printf("%7s   %s", "-", c->note);
+    if (c->kernel == K_WALK && walk_total_ns > 0.0)
+        printf(" (softmax_tile %.0f%%)", 100.0 * walk_softmax_ns / walk_total_ns);
+    printf("\n");
     fflush(stdout);
 }
 
@@ -406,10 +492,15 @@ int main(int argc, char **argv)
         for (int c = 0; c < n; c++) {
             if (o.kernel_filter && !strstr(kernel_names[cases[c].kernel], o.kernel_filter))
                 continue;
+            if (cases[c].kernel == K_WALK) {
+                walk_pack(kt, &b, cases[c].n, cases[c].k);
+                walk_softmax_ns = walk_total_ns = 0.0;
+            }
             const double ns = time_case(kt, &cases[c], &b);
             /* The scalar twin at the same size, for the speed-up. */
             const double scalar_ns = kt == scalar ? ns
-                                   : cases[c].kernel == K_GEMM_PROJ ? 0.0
+                                   : cases[c].kernel == K_GEMM_PROJ ||
+                                     cases[c].kernel == K_WALK ? 0.0
                                    : time_case(scalar, &cases[c], &b);
             print_case(kt, &cases[c], ns, scalar_ns, peak);
         }
