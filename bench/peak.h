@@ -20,9 +20,9 @@ double bench_fma_peak_gflops(qkv_isa isa);
 
 /* The same peak, measured briefly (best of 10 passes of about 2 ms): what
    the core delivers right now. On a shared machine the peak drifts by tens
-   of percent from one second to the next (another guest on the sibling
-   hyperthread, the host's clock), so a benchmark is compared with the
-   peak measured beside it. */
+   of percent between runs and within one (the run-start AVX-512 peak of
+   the development guest read 70 to 139 GFLOP/s over an hour), so a
+   benchmark is compared with the peak measured beside it. */
 double bench_fma_peak_now_gflops(qkv_isa isa);
 
 /* Single-thread read bandwidth in GB/s (1e9 bytes/s) over `bytes` bytes,
