@@ -94,6 +94,9 @@ typedef struct buffers {
     uint16_t *f16, *bf16;
     uint16_t *kv_f16, *kv_bf16;   /* a block of K or V rows, for the stream kernels */
     float *walk_q, *walk_k, *walk_v, *walk_packed;   /* the walk's head */
+    /* The walk's own scores and softmax state, so that it leaves the
+       buffers of the softmax_tile and pv_tile cases as they expect. */
+    float *walk_s, *walk_acc, *walk_max, *walk_sum, *walk_alpha;
 } buffers;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -178,20 +181,21 @@ static void walk_head(const qkv_kernels *kt, const kcase *c, const buffers *b)
     for (int64_t i0 = 0; i0 < WALK_LEN; i0 += bq) {
         const int64_t rows = min64(bq, WALK_LEN - i0);
         for (int64_t r = 0; r < rows; r++) {
-            b->row_max[r] = -INFINITY;
-            b->row_sum[r] = 0.0f;
+            b->walk_max[r] = -INFINITY;
+            b->walk_sum[r] = 0.0f;
         }
-        memset(b->acc, 0, (size_t)(rows * d) * sizeof(float));
+        memset(b->walk_acc, 0, (size_t)(rows * d) * sizeof(float));
         for (int64_t j0 = 0; j0 < WALK_LEN; j0 += bk) {
             const int64_t keys = min64(bk, WALK_LEN - j0);
             kt->gemm_packed(rows, keys, d, b->walk_q + i0 * d, d,
                             b->walk_packed + (j0 / bk) * walk_block_floats(bk, d),
-                            NULL, 0, b->s, bk);
+                            NULL, 0, b->walk_s, bk);
             const double t0 = bench_now_ns();
-            kt->softmax_tile(rows, keys, b->s, bk, b->row_max, b->row_sum, b->alpha);
+            kt->softmax_tile(rows, keys, b->walk_s, bk, b->walk_max, b->walk_sum,
+                             b->walk_alpha);
             walk_softmax_ns += bench_now_ns() - t0;
-            kt->pv_tile(rows, keys, d, b->s, bk, b->walk_v + j0 * d, d, b->alpha,
-                        b->acc, d);
+            kt->pv_tile(rows, keys, d, b->walk_s, bk, b->walk_v + j0 * d, d,
+                        b->walk_alpha, b->walk_acc, d);
         }
     }
 }
@@ -343,8 +347,8 @@ static void buffers_init(buffers *b)
     const int64_t scratch = qkv_gemm_nt_scratch_floats(PROJ_ROWS, PROJ_COLS, PROJ_DEPTH, 1);
     b->proj_scratch = staggered_alloc((size_t)scratch * sizeof(float));
 
-    /* Logits of about +-3 after the 1/sqrt(D)-sized values: a softmax
-       that sees new maxima now and then, as real heads do. */
+    /* Q and K in +-0.3: logits of a few tenths, so that the softmax sees
+       new row maxima now and then and rescales, as real heads do. */
     const size_t walk = (size_t)WALK_LEN * WALK_DEPTH;
     b->walk_q = staggered_alloc(walk * sizeof(float));
     bench_fill_f32(b->walk_q, walk, -0.3f, 0.3f, &seed);
@@ -353,6 +357,11 @@ static void buffers_init(buffers *b)
     b->walk_v = staggered_alloc(walk * sizeof(float));
     bench_fill_f32(b->walk_v, walk, -1.0f, 1.0f, &seed);
     b->walk_packed = staggered_alloc((size_t)WALK_PACKED_FLOATS * sizeof(float));
+    b->walk_s = staggered_alloc((size_t)MAX_ROWS * MAX_COLS * sizeof(float));
+    b->walk_acc = staggered_alloc((size_t)MAX_ROWS * WALK_DEPTH * sizeof(float));
+    b->walk_max = staggered_alloc(MAX_ROWS * sizeof(float));
+    b->walk_sum = staggered_alloc(MAX_ROWS * sizeof(float));
+    b->walk_alpha = staggered_alloc(MAX_ROWS * sizeof(float));
 }
 
 /* ------------------------------------------------------------------ */
