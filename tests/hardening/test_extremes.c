@@ -2,7 +2,11 @@
  * Extreme inputs, under every ISA this CPU has, against the double
  * reference:
  *   - additive mask entries of -1e30 (a finite "large negative" mask, as
- *     models use it), including a row of nothing but -1e30;
+ *     models use it), including a row of nothing but -1e30, and of -FLT_MAX
+ *     (PyTorch's finfo(float32).min), which stays finite although the
+ *     library forms logits in base-2 units (times log2 e, which would take
+ *     -FLT_MAX past the float range);
+ *   - a scale too large to carry the factor log2 e in float;
  *   - queries of +-1e30: logits of about 1e30, still finite in float;
  *   - logits that overflow float (q and k both 1e30): the outcome is
  *     confined to the rows concerned (see overflow_rows below);
@@ -119,6 +123,14 @@ static int all_finite(const float *x, int64_t n)
 
 /* ---------------------------------------------------------------- */
 
+static void scale_tensor(hu_tensor *t, float factor)
+{
+    float *x = t->t.data;
+    for (int64_t i = 0; i < t->count; i++)
+        x[i] *= factor;
+}
+
+
 static void large_negative_mask(const char *isa)
 {
     problem pr = problem_new(1, 2, 2, 9, 70, 16, 16, 11);
@@ -131,6 +143,40 @@ static void large_negative_mask(const char *isa)
     outcome o = solve(&pr);
     hu_check(matches_ref(&o, 0.0) && all_finite(o.out, o.n_out),
              "%s: mask entries of -1e30 (one row all -1e30: uniform weights)", isa);
+    outcome_free(&o);
+    problem_free(&pr);
+}
+
+/* The most negative float as mask (what models built on PyTorch use for
+   blocked positions): finite, so a row of nothing else gets uniform
+   weights, as in the reference, rather than being fully blocked. */
+static void most_negative_mask(const char *isa)
+{
+    problem pr = problem_new(1, 2, 2, 9, 70, 16, 16, 13);
+    problem_add_mask(&pr, 14);
+    float *m = pr.mask.t.data;
+    for (int64_t i = 0; i < pr.mask.count; i += 3)
+        m[i] = -FLT_MAX;
+    for (int64_t j = 0; j < pr.lk; j++)   /* row 4 of head 1: only -FLT_MAX */
+        m[(pr.lq + 4) * pr.lk + j] = -FLT_MAX;
+    outcome o = solve(&pr);
+    hu_check(matches_ref(&o, 0.0) && all_finite(o.out, o.n_out),
+             "%s: mask entries of -FLT_MAX (one row all -FLT_MAX: uniform weights)", isa);
+    outcome_free(&o);
+    problem_free(&pr);
+}
+
+/* scale = 3e38 with q and k of about 1e-19: logits of a few units, while
+   scale * log2(e) overflows float. */
+static void huge_scale(const char *isa)
+{
+    problem pr = problem_new(1, 2, 1, 9, 70, 16, 16, 15);
+    scale_tensor(&pr.q, 1e-19f);
+    scale_tensor(&pr.k, 1e-19f);
+    pr.p.scale = 3e38f;
+    outcome o = solve(&pr);
+    hu_check(matches_ref(&o, 0.0) && all_finite(o.out, o.n_out),
+             "%s: scale 3e38 (scale * log2 e overflows float)", isa);
     outcome_free(&o);
     problem_free(&pr);
 }
@@ -183,13 +229,6 @@ static void overflow_rows(const char *isa)
     hu_check(nan_w == lk && isnan(o.lse[0]), "%s: its weights and lse are NaN too", isa);
     outcome_free(&o);
     problem_free(&pr);
-}
-
-static void scale_tensor(hu_tensor *t, float factor)
-{
-    float *x = t->t.data;
-    for (int64_t i = 0; i < t->count; i++)
-        x[i] *= factor;
 }
 
 static void subnormals(const char *isa)
@@ -273,6 +312,8 @@ int main(void)
         if (!hu_check(qkv_isa_set(isas[i]) == QKV_OK, "select %s", isa))
             continue;
         large_negative_mask(isa);
+        most_negative_mask(isa);
+        huge_scale(isa);
         huge_queries(isa);
         overflow_rows(isa);
         subnormals(isa);
