@@ -3,10 +3,9 @@
  * reference:
  *   - additive mask entries of -1e30 (a finite "large negative" mask, as
  *     models use it), including a row of nothing but -1e30, and of -FLT_MAX
- *     (PyTorch's finfo(float32).min), which stays finite although the
- *     library forms logits in base-2 units (times log2 e, which would take
- *     -FLT_MAX past the float range);
- *   - a scale too large to carry the factor log2 e in float;
+ *     (PyTorch's finfo(float32).min), which must stay a finite logit
+ *     whatever units the library computes in;
+ *   - a scale of 3e38 (any constant folded into it would overflow);
  *   - queries of +-1e30: logits of about 1e30, still finite in float;
  *   - logits that overflow float (q and k both 1e30): the outcome is
  *     confined to the rows concerned (see overflow_rows below);
@@ -166,8 +165,8 @@ static void most_negative_mask(const char *isa)
     problem_free(&pr);
 }
 
-/* scale = 3e38 with q and k of about 1e-19: logits of a few units, while
-   scale * log2(e) overflows float. */
+/* scale = 3e38 with q and k of about 1e-19: logits of a few units from a
+   scale near the top of the float range. */
 static void huge_scale(const char *isa)
 {
     problem pr = problem_new(1, 2, 1, 9, 70, 16, 16, 15);
@@ -176,7 +175,7 @@ static void huge_scale(const char *isa)
     pr.p.scale = 3e38f;
     outcome o = solve(&pr);
     hu_check(matches_ref(&o, 0.0) && all_finite(o.out, o.n_out),
-             "%s: scale 3e38 (scale * log2 e overflows float)", isa);
+             "%s: scale 3e38 with q, k of 1e-19 (logits of a few units)", isa);
     outcome_free(&o);
     problem_free(&pr);
 }
