@@ -70,7 +70,8 @@ static void attention_head(const qkv_kernels *kt, const head_views *hv,
 {
     float *s = scratch;
     float *row_max = s + lq * lk, *row_sum = row_max + lq, *alpha = row_sum + lq;
-    const float scale = 1.0f / sqrtf((float)d);
+    /* softmax_tile takes logits in base-2 units (kernels.h). */
+    const float scale = (float)(1.4426950408889634 / sqrt((double)d));
 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)lq, (int)lk, (int)d,
                 scale, hv->q, (int)hv->ldq, hv->k, (int)hv->ldk, 0.0f, s, (int)lk);

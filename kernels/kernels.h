@@ -58,13 +58,16 @@ typedef struct qkv_kernels {
                     float *c, int64_t ldc, float *scratch);
 
     /* Online-softmax step over an m x n tile of logits s (row stride lds),
-       already scaled and masked (blocked entries are -INFINITY). Per row i,
+       already scaled and masked (blocked entries are -INFINITY), in base-2
+       units: natural logits times log2(e), so that the exponentials are
+       powers of two, which a vector unit computes in fewer operations than
+       exp (see exp_avx512.h). Per row i,
        with M = row_max[i] on entry (-INFINITY at the start of a row):
          M' = max(M, max_j s[i][j])
          if M' == -INFINITY:  s[i][j] = 0, alpha[i] = 1, row_max and
                               row_sum unchanged (nothing seen yet)
-         else:                s[i][j] = exp(s[i][j] - M')
-                              alpha[i] = exp(M - M')
+         else:                s[i][j] = 2^(s[i][j] - M')
+                              alpha[i] = 2^(M - M')
                               row_sum[i] = row_sum[i] * alpha[i] + sum_j s[i][j]
                               row_max[i] = M'
        NaN logits propagate into that row's sum only. */
@@ -80,7 +83,7 @@ typedef struct qkv_kernels {
                     const float *v, int64_t ldv,
                     const float *alpha, float *acc, int64_t ldacc);
 
-    /* dst[j] = exp(src[j] - shift) * mul for j < n; exp(-INFINITY) = 0.
+    /* dst[j] = 2^(src[j] - shift) * mul for j < n; 2^-INFINITY = 0.
        src and dst may be the same array. Used for the weights output. */
     void (*exp_shift_scale)(int64_t n, const float *src, float shift,
                             float mul, float *dst);

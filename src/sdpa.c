@@ -11,10 +11,13 @@
  *     S   = Qrows * Kblk^T                       kt->gemm_packed (gemm_nt,
  *                                                qk_stream for few rows)
  *     S   = softcap(S) + mask + ALiBi; blocked := -INFINITY   (only where needed)
- *     P   = exp(S - M'), alpha = exp(M - M')    kt->softmax_tile
+ *     P   = 2^(S - M'), alpha = 2^(M - M')      kt->softmax_tile
  *     Acc = diag(alpha) Acc + P * Vblk          kt->pv_tile (pv_stream)
  *
- * and finally out = Acc / rowsum (0 for a fully blocked row). Key blocks
+ * and finally out = Acc / rowsum (0 for a fully blocked row). S is kept in
+ * base-2 units (the natural logits times log2 e, folded into the query
+ * scale) because the vector units compute 2^x in fewer operations than
+ * e^x; M, lse and the sinks convert at the edges (to_base2). Key blocks
  * that every row of the task has blocked (causal, window, kv_len) are never
  * visited, so the Lq x Lk matrix is never stored. weights, when asked for,
  * come from a second walk over the same blocks that rescales with the final
@@ -34,6 +37,7 @@
  * Tasks are independent and their blocking never depends on the thread
  * count, so neither do the results.
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -90,6 +94,7 @@ typedef struct sdpa_problem {
     const int32_t *kv_len;
     float *weights, *lse;
     float scale, softcap;
+    float scale_base2;   /* scale * log2(e); +inf when that overflows */
     const float *alibi_slopes, *sinks;
     qkv_causal causal;
     int window;
@@ -99,6 +104,21 @@ typedef struct sdpa_problem {
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+#define LOG2_E 1.44269504088896340736
+#define LN_2 0.69314718055994530942
+
+/* A natural logit in the base-2 units of the score tiles: x * log2(e),
+   rounded once; +-inf and NaN stay. A finite x stays finite: beyond
+   +-FLT_MAX / log2(e) (2.36e38) it saturates at +-FLT_MAX, and such
+   logits count as +-FLT_MAX (they tie with each other; row_lse reports
+   the row's lse as +-FLT_MAX). So a mask of -FLT_MAX, PyTorch's
+   finfo.min, stays a finite logit, as it is there. */
+static float to_base2(float x)
+{
+    const double y = (double)x * LOG2_E;
+    return isfinite(x) ? (float)fmax(-FLT_MAX, fmin(FLT_MAX, y)) : (float)y;
+}
 
 /* ------------------------------------------------------------------ */
 /* Validation                                                         */
@@ -326,6 +346,7 @@ static void make_problem(const qkv_tensor *q, const qkv_tensor *k,
     pr->num_threads = p->num_threads;
     /* The float nearest to 1/sqrt(d), as PyTorch computes it. */
     pr->scale = p->scale != 0.0f ? p->scale : (float)(1.0 / sqrt((double)pr->d));
+    pr->scale_base2 = (float)((double)pr->scale * LOG2_E);
 }
 
 /* ------------------------------------------------------------------ */
@@ -494,7 +515,10 @@ typedef struct task_ctx {
     /* Keys every row sees: tiles inside [all_lo, all_hi) need no per-row
        bounds. */
     int64_t all_lo, all_hi;
-    int transform;            /* softcap, mask or ALiBi to apply */
+    /* softcap, mask or ALiBi to apply, or a scale too large to carry
+       log2(e): S leaves the GEMM in natural units and transform_row
+       converts it to base 2 */
+    int transform;
     float *scratch;
     const scratch_layout *lay;
     /* The (batch, KV head) whose blocks the caches hold; -1: none. Kept
@@ -640,7 +664,8 @@ static const void *stream_rows(const task_ctx *t, const void *base, qkv_dtype dt
     return kv_at(base, dt, t->b * stride[0] + t->g * stride[1] + j0 * stride[2]);
 }
 
-/* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1. */
+/* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1 (in
+   natural units), then the row in base-2 units. */
 static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
                           float *s_row)
 {
@@ -667,6 +692,8 @@ static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
             s_row[c] -= slope * (float)(dist < 0 ? -dist : dist);
         }
     }
+    for (int64_t c = 0; c < n; c++)
+        s_row[c] = to_base2(s_row[c]);
 }
 
 /* Sets to -INFINITY the logits of keys j0..j0+n-1 that row i of batch b
@@ -817,12 +844,13 @@ static void load_scaled_queries(const task_ctx *t)
 {
     const sdpa_problem *pr = t->pr;
     float *qbuf = t->scratch + t->lay->q;
+    const float scale = t->transform ? pr->scale : pr->scale_base2;
     for (int64_t r = 0; r < t->rows; r++) {
         const float *src = pr->q + t->b * pr->q_stride[0] +
                            row_head(t, r) * pr->q_stride[1] +
                            row_index(t, r) * pr->q_stride[2];
         for (int64_t c = 0; c < pr->d; c++)
-            qbuf[r * pr->d + c] = pr->scale * src[c];
+            qbuf[r * pr->d + c] = scale * src[c];
     }
 }
 
@@ -834,11 +862,28 @@ static void start_rows(const task_ctx *t, int with_sinks)
     float *row_max = t->scratch + t->lay->row_max;
     float *row_sum = t->scratch + t->lay->row_sum;
     for (int64_t r = 0; r < t->rows; r++) {
-        const float sink = with_sinks && pr->sinks ? pr->sinks[row_head(t, r)] : -INFINITY;
+        const float sink = with_sinks && pr->sinks ? to_base2(pr->sinks[row_head(t, r)])
+                                                   : -INFINITY;
         row_max[r] = sink;
         row_sum[r] = sink == -INFINITY ? 0.0f : 1.0f;
     }
     memset(t->scratch + t->lay->acc, 0, (size_t)(t->rows * pr->dv) * sizeof(float));
+}
+
+/* The natural log-sum-exp of a row from its base-2 statistics. A sum of
+   exactly 1 at the sink's own maximum is the sink alone (no key seen, or
+   none whose weight is a normal float): lse is then the sink itself, not
+   its round trip through base 2. A saturated maximum stands for FLT_MAX
+   (to_base2). */
+static float row_lse(const sdpa_problem *pr, int64_t h, float row_max, float row_sum)
+{
+    if (row_sum == 0.0f)
+        return -INFINITY;
+    if (fabsf(row_max) == FLT_MAX)
+        return row_max;   /* saturated (to_base2): the log of the sum is below its ulp */
+    if (row_sum == 1.0f && pr->sinks && row_max == to_base2(pr->sinks[h]))
+        return pr->sinks[h];
+    return (float)(((double)row_max + log2((double)row_sum)) * LN_2);
 }
 
 /* out, lse of one row from its final statistics. */
@@ -854,12 +899,12 @@ static void finish_row(const sdpa_problem *pr, int64_t b, int64_t h, int64_t i,
         dst[c] = acc[c] * inv;
     if (pr->lse) {
         const int64_t row = (b * pr->heads + h) * pr->lq + i;
-        pr->lse[row] = row_sum != 0.0f ? row_max + logf(row_sum) : -INFINITY;
+        pr->lse[row] = row_lse(pr, h, row_max, row_sum);
     }
 }
 
 /* The softmax probabilities, from a second walk over the key blocks:
-   w = exp(S - M) / sum, exactly 0 where blocked. */
+   w = 2^(S - M) / sum, exactly 0 where blocked. */
 static void write_weights(const task_ctx *t)
 {
     const sdpa_problem *pr = t->pr;
@@ -1031,7 +1076,8 @@ static void setup_task(task_ctx *t, const task_plan *tp, int64_t task)
         t->key_end = t->key_begin;
     t->all_lo = last_lo;
     t->all_hi = first_hi;
-    t->transform = pr->softcap > 0.0f || pr->mask || pr->alibi_slopes;
+    t->transform = pr->softcap > 0.0f || pr->mask || pr->alibi_slopes ||
+                   !isfinite(pr->scale_base2);
 }
 
 /* A chunk's partial result of one row: max, sum, then dv accumulators. */
@@ -1068,20 +1114,21 @@ static void merge_row(const sdpa_problem *pr, const task_plan *tp,
     const int64_t i = r % tp->rows_per_head;
     const float *part = partials + item * tp->chunks * width;
 
-    float m = pr->sinks ? pr->sinks[h] : -INFINITY;
+    const float sink = pr->sinks ? to_base2(pr->sinks[h]) : -INFINITY;
+    float m = sink;
     for (int64_t c = 0; c < tp->chunks; c++)
         if (part[c * width] > m)
             m = part[c * width];
     float sum = 0.0f;
     memset(acc, 0, (size_t)pr->dv * sizeof *acc);
     if (m != -INFINITY) {
-        if (pr->sinks && pr->sinks[h] != -INFINITY)
-            sum = expf(pr->sinks[h] - m);
+        if (sink != -INFINITY)
+            sum = exp2f(sink - m);
         for (int64_t c = 0; c < tp->chunks; c++) {
             const float *p = part + c * width;
             if (p[1] == 0.0f)
                 continue;   /* the chunk saw no key */
-            const float f = expf(p[0] - m);
+            const float f = exp2f(p[0] - m);
             sum += p[1] * f;
             for (int64_t d = 0; d < pr->dv; d++)
                 acc[d] += p[2 + d] * f;

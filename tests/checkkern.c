@@ -863,13 +863,14 @@ static void test_pv(const qkv_kernels *kt, const qkv_kernels *twin)
 /* softmax_tile                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Relative tolerance of exp(x) computed in float from a float argument
-   that itself came from one float subtraction: a few ulps of exp plus the
-   rounding of the argument. */
+/* Relative tolerance of 2^x computed in float from a float argument
+   that itself came from one float subtraction: a few ulps of exp2 plus the
+   rounding of the argument (which moves 2^x by |x| ln2 ulps). The softmax
+   kernels take logits in base-2 units (kernels.h). */
 static double exp_tol(double x, double value)
 {
     if (isinf(x))
-        return FLT_MIN;   /* exp(-inf) must be 0 */
+        return FLT_MIN;   /* 2^-inf must be 0 */
     return (6.0 + 2.0 * fabs(x)) * FLT_EPSILON * fabs(value) + FLT_MIN;
 }
 
@@ -980,7 +981,7 @@ static void softmax_check_row(const softmax_out *o, int64_t i, int64_t n,
             continue;
         }
         const double x = (double)s0[j] - new_max;
-        const double want = exp(x);
+        const double want = exp2(x);
         if (s0[j] == -INFINITY && !(s[j] == 0.0f && !signbit(s[j]))) {
             w->failures++;
             note("softmax: -inf logit [%lld][%lld] gave %g, not +0", (long long)i, (long long)j, s[j]);
@@ -989,7 +990,7 @@ static void softmax_check_row(const softmax_out *o, int64_t i, int64_t n,
         sum += want;
         worst_rel = fmax(worst_rel, exp_tol(x, 1.0));
     }
-    const double alpha = exp((double)max0 - new_max);
+    const double alpha = exp2((double)max0 - new_max);
     check_close(w, o->alpha.data[i], alpha, exp_tol((double)max0 - new_max, alpha),
                 "softmax alpha", i, 0);
     check_close(w, o->max.data[i], new_max, 0.0 + FLT_MIN * 0.5, "softmax row_max", i, 0);
@@ -1071,7 +1072,7 @@ static void exp_shift_case(const qkv_kernels *kt, int64_t n, int in_place, worst
         w->failures++;
     for (int64_t j = 0; j < n; j++) {
         const double x = (double)src[j] - shift;
-        const double want = exp(x) * mul;
+        const double want = exp2(x) * mul;
         check_close(w, dst[j], want, exp_tol(x, want) + FLT_EPSILON * fabs(want),
                     "exp_shift_scale", 0, j);
     }
@@ -1094,29 +1095,29 @@ static void test_exp_shift_scale(const qkv_kernels *kt)
                qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
 }
 
-/* The vector exp over the float range. */
+/* The vector exp2 over the float range. */
 typedef struct exp_stats {
     double max_rel;
     float worst_x;
     int64_t checked, failures, denormals;
 } exp_stats;
 
-/* Largest accepted relative error of exp in the normal range (~3 ulp). */
+/* Largest accepted relative error of exp2 in the normal range (~3 ulp). */
 #define EXP_MAX_REL 3.6e-7
-/* A SIMD exp may flush to +0 slightly above the underflow threshold (its
-   cut-off is a float x near ln(FLT_MIN)): results below FLT_MIN * (1 +
-   2^-10) may be 0, an absolute error below 1.2e-41. */
+/* A SIMD exp2 may flush to +0 slightly above the underflow threshold (its
+   cut-off is a float x near -126): results below FLT_MIN * (1 + 2^-10)
+   may be 0, an absolute error below 1.2e-41. */
 #define EXP_FLUSH_BAND (1.0 + 0x1p-10)
 
 static void exp_check_one(float x, float got, int flush_ok, exp_stats *st)
 {
     st->checked++;
-    const double want = exp((double)x);
+    const double want = exp2((double)x);
     int ok;
     if (isnan(x)) {
         ok = isnan(got);
     } else if (want > FLT_MAX) {
-        /* Overflow: +inf, or FLT_MAX-sized values just below ln(FLT_MAX). */
+        /* Overflow: +inf, or FLT_MAX-sized values just below x = 128. */
         ok = got == INFINITY || (want < FLT_MAX * (1.0 + 4 * EXP_MAX_REL) &&
                                  fabs(got - want) <= EXP_MAX_REL * want);
     } else if (want < FLT_MIN) {
@@ -1141,7 +1142,7 @@ static void exp_check_one(float x, float got, int flush_ok, exp_stats *st)
         ok = 0;
     if (!ok) {
         st->failures++;
-        note("exp(%a = %.9g): got %a, want %.9g", x, x, got, want);
+        note("exp2(%a = %.9g): got %a, want %.9g", x, x, got, want);
     }
 }
 
@@ -1163,9 +1164,10 @@ static void test_exp_sweep(const qkv_kernels *kt)
     const float specials[] = {
         0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1.0f, -1.0f,
         FLT_MIN, -FLT_MIN, 0x1p-149f, -0x1p-149f, FLT_MAX, -FLT_MAX,
-        88.72283f, 88.722839f, 88.7228394f, 88.73f, 89.0f, 100.0f,
-        -87.33654f, -87.336548f, -87.3365f, -87.34f, -103.0f, -104.0f, -110.0f,
-        0.34657359f, -0.34657359f, 0.6931472f, -0.6931472f, 1e-7f, -1e-7f,
+        127.0f, 0x1.fffffep6f, 128.0f, 0x1.000002p7f, 128.5f, 129.0f, 200.0f,
+        -126.0f, -0x1.f80002p6f, -0x1.f7fffep6f, -126.5f, -127.0f,
+        -149.0f, -150.0f, -151.0f, -200.0f,
+        0.5f, -0.5f, 0.99999994f, -0.99999994f, 1e-7f, -1e-7f, 1e-40f, -1e-40f,
     };
     const int64_t n_special = (int64_t)(sizeof specials / sizeof specials[0]);
     memcpy(x, specials, sizeof specials);
@@ -1184,8 +1186,9 @@ static void test_exp_sweep(const qkv_kernels *kt)
     }
     exp_check_batch(kt, x, fill, out, &st);
 
-    /* Densely around the ends of the range, where the clamps work. */
-    const float edges[] = {-87.33654f, 88.72283f, -103.97208f, 0.0f};
+    /* Densely around the ends of the range, where the clamps work, and
+       around 0 and -1 (the ends of the reduced argument). */
+    const float edges[] = {-126.0f, 128.0f, -150.0f, 0.0f, -1.0f};
     for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++) {
         float v = edges[e];
         for (int i = 0; i < 2048; i++)
@@ -1197,15 +1200,15 @@ static void test_exp_sweep(const qkv_kernels *kt)
         exp_check_batch(kt, x, BATCH, out, &st);
     }
 
-    printf("# %s exp: %lld inputs, max relative error %.3g (%.2f ulp of 2^-23) at x = %.9g, %lld denormal results\n",
+    printf("# %s exp2: %lld inputs, max relative error %.3g (%.2f ulp of 2^-23) at x = %.9g, %lld denormal results\n",
            qkv_isa_name(kt->isa), (long long)st.checked, st.max_rel,
            st.max_rel / 0x1p-23, st.worst_x, (long long)st.denormals);
-    tap_result(st.failures == 0, "%s exp over the float range: max rel err %.3g <= %.2g, specials, no denormals",
+    tap_result(st.failures == 0, "%s exp2 over the float range: max rel err %.3g <= %.2g, specials, no denormals",
                qkv_isa_name(kt->isa), st.max_rel, EXP_MAX_REL);
 }
 
-/* The exp inside softmax_tile, over x <= 0: a one-row tile of logits x
-   with row_max 0 on entry keeps M' = 0, so it returns s = exp(x). */
+/* The exp2 inside softmax_tile, over x <= 0: a one-row tile of logits x
+   with row_max 0 on entry keeps M' = 0, so it returns s = 2^x. */
 static void softmax_exp_batch(const qkv_kernels *kt, const float *x, int64_t n,
                               float *s, exp_stats *st)
 {
@@ -1237,14 +1240,15 @@ static void test_softmax_exp_sweep(const qkv_kernels *kt)
             fill = 0;
         }
     }
-    const float specials[] = {-0.0f, 0.0f, -INFINITY, -87.33654f, -87.336548f, -0x1p-149f};
+    const float specials[] = {-0.0f, 0.0f, -INFINITY, -126.0f, -0x1.f80002p6f, -0x1p-149f,
+                              -0x1.fffffep-1f, -1.0f};
     for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++)
         x[fill++] = specials[i];
     softmax_exp_batch(kt, x, fill, s, &st);
-    printf("# %s softmax exp (x <= 0): %lld inputs, max relative error %.3g at x = %.9g, %lld denormal results\n",
+    printf("# %s softmax exp2 (x <= 0): %lld inputs, max relative error %.3g at x = %.9g, %lld denormal results\n",
            qkv_isa_name(kt->isa), (long long)st.checked, st.max_rel, st.worst_x,
            (long long)st.denormals);
-    tap_result(st.failures == 0, "%s softmax_tile exp over x <= 0: max rel err %.3g <= %.2g, no denormals",
+    tap_result(st.failures == 0, "%s softmax_tile exp2 over x <= 0: max rel err %.3g <= %.2g, no denormals",
                qkv_isa_name(kt->isa), st.max_rel, EXP_MAX_REL);
 }
 

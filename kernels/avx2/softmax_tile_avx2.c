@@ -5,9 +5,10 @@
  *   M' = max(M, max_j s[i][j])              NaN logits are skipped, as the
  *                                           scalar twin's `s > M'` skips them
  *   M' == -inf:  s[i][.] = 0, alpha[i] = 1, row_max / row_sum unchanged
- *   otherwise:   s[i][j] = exp(s[i][j] - M'), with the vector exp of
- *                exp_avx2.h (exp(-inf) = 0, NaN stays NaN, no denormals)
- *                alpha[i] = exp(M - M') (the same vector exp, 8 rows at a
+ *   otherwise:   s[i][j] = 2^(s[i][j] - M') (base-2 logits), with the
+ *                vector exp2 of exp_avx2.h (2^-inf = 0, NaN stays NaN, no
+ *                denormals)
+ *                alpha[i] = 2^(M - M') (the same vector exp2, 8 rows at a
  *                time; exactly 1 when M == M'), row_sum[i] = row_sum[i] * alpha[i]
  *                + sum_j s[i][j] (eight partial sums; float rounding
  *                differs from the scalar order only)
@@ -48,23 +49,23 @@ static float row_max_of(int64_t n, const float *s, float start)
     return qkv_hmax_avx2(_mm256_max_ps(m0, m1));
 }
 
-/* s[j] = exp(s[j] - max) for j < n; returns the sum of the new s[j]. */
+/* s[j] = 2^(s[j] - max) for j < n; returns the sum of the new s[j]. */
 static float exp_row_and_sum(int64_t n, float *s, float max)
 {
     const __m256 max_v = _mm256_set1_ps(max);
     __m256 sum = _mm256_setzero_ps();
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        const __m256 e = qkv_exp_nonpositive_avx2(
+        const __m256 e = qkv_exp2_nonpositive_avx2(
             _mm256_sub_ps(_mm256_loadu_ps(s + j), max_v));
         _mm256_storeu_ps(s + j, e);
         sum = _mm256_add_ps(sum, e);
     }
     if (j < n) {
-        /* The lanes past n hold exp(0 - max), possibly garbage: they are
+        /* The lanes past n hold 2^(0 - max), possibly garbage: they are
            neither stored nor summed. */
         const __m256i mask = qkv_tail_mask_avx2(n - j);
-        const __m256 e = qkv_exp_nonpositive_avx2(
+        const __m256 e = qkv_exp2_nonpositive_avx2(
             _mm256_sub_ps(qkv_tail_load_avx2(s + j, mask), max_v));
         qkv_tail_store_avx2(s + j, mask, e);
         sum = _mm256_add_ps(sum, _mm256_and_ps(e, _mm256_castsi256_ps(mask)));
@@ -82,16 +83,16 @@ static void zero_row(int64_t n, float *s)
 }
 
 /* Phase 2, for 8 rows (the first count of them) at a time: new_max sits
-   in alpha[] on entry. row_max = new_max, and alpha = exp(old - new_max),
+   in alpha[] on entry. row_max = new_max, and alpha = 2^(old - new_max),
    or 1 where the row is still fully blocked (new_max == -inf, hence old
-   == -inf too, and row_max stays -inf). exp(0) is exactly 1. */
+   == -inf too, and row_max stays -inf). 2^0 is exactly 1. */
 static void update_maxima(int64_t count, float *row_max, float *alpha)
 {
     const __m256i mask = qkv_tail_mask_avx2(count);
     const __m256 old_max = qkv_tail_load_avx2(row_max, mask);
     const __m256 new_max = qkv_tail_load_avx2(alpha, mask);
     const __m256 blocked = _mm256_cmp_ps(new_max, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    const __m256 scale = qkv_exp_nonpositive_avx2(_mm256_sub_ps(old_max, new_max));
+    const __m256 scale = qkv_exp2_nonpositive_avx2(_mm256_sub_ps(old_max, new_max));
     qkv_tail_store_avx2(alpha, mask, _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), blocked));
     qkv_tail_store_avx2(row_max, mask, new_max);
 }
@@ -102,7 +103,7 @@ void qkv_softmax_tile_avx2(int64_t m, int64_t n, float *s, int64_t lds,
     /* Phase 1: every row's new maximum, parked in alpha[]. */
     for (int64_t i = 0; i < m; i++)
         alpha[i] = row_max_of(n, s + i * lds, row_max[i]);
-    /* Phase 2: row_max and alpha, 8 rows per vector exp. */
+    /* Phase 2: row_max and alpha, 8 rows per vector exp2. */
     for (int64_t i = 0; i < m; i += 8)
         update_maxima(m - i < 8 ? m - i : 8, row_max + i, alpha + i);
     /* Phase 3: the exp pass of each row. Nothing in it waits on a

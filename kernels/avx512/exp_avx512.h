@@ -20,84 +20,47 @@ static inline __mmask16 qkv_lanes_avx512(int64_t count)
 }
 
 /*
- * exp(x) for 16 floats.
+ * 2^x for 16 floats: the softmax kernels take logits in base-2 units
+ * (kernels.h), which saves the Cody-Waite range reduction of a natural exp.
  *
- * Range reduction (Cody-Waite): n = round(x * log2(e)) by the 1.5*2^23
- * magic-number trick, r = x - n*ln2_hi - n*ln2_lo with ln2_hi holding 15
- * significant bits, so n*ln2_hi is exact for |n| <= 2^8 and r is exact up
- * to the last FMA; |r| <= ln2/2.
- * Polynomial: exp(r) ~ 1 + r + r^2*(c2 + c3 r + c4 r^2 + c5 r^3 + c6 r^4),
- * a relative-error minimax fit on [-ln2/2, ln2/2] (our own Remez run, with
- * c0 = c1 = 1 fixed) whose error with float coefficients is 3.8e-9. The
- * result is p * 2^n by VSCALEFPS, which is exact and overflows to +inf.
- * Maximum relative error against exp() in double over the whole float
- * range, measured by tests/checkkern.c: 7.5e-8 (0.63 ulp of 2^-23); the
- * clamp-free softmax variant below: 7.3e-8 over x <= 0.
+ * Range reduction: f = x - floor(x) in [0, 1) by VREDUCEPS (exact, one
+ * operation); the result is p(f) * 2^floor(x) by VSCALEFPS, which takes
+ * the floor of its second operand itself, is exact, and overflows to +inf.
+ * Polynomial: 2^f ~ 1 + f (c1 + f (c2 + ... + f c6)) in Horner form (six
+ * FMAs; c0 = 1 exactly, so 2^0 == 1), a relative-error minimax fit on
+ * [0, 1] (our own Remez run) whose error with the float coefficients is
+ * 1.3e-8. Maximum relative error against exp2() in double over the whole
+ * float range, measured by tests/checkkern.c: 7.6e-8 (0.64 ulp of 2^-23),
+ * and 7.8e-8 over x <= 0 inside softmax_tile.
  *
- * Special values: x < QKV_EXP_XMIN (including -inf) gives +0, never a
- * denormal: QKV_EXP_XMIN is the smallest float whose exp is >= FLT_MIN, and
- * x is clamped to it before the arithmetic so no denormal is ever formed;
- * x above ln(FLT_MAX) gives +inf (x is clamped to 89 so that r stays
- * small); NaN gives NaN (MINPS/MAXPS return their second operand, x, when
- * it is NaN).
+ * Special values: VREDUCEPS gives 0 for +-inf, and VSCALEFPS then gives
+ * 2^(+inf) = +inf and 2^(-inf) = +0; x >= 128 overflows to +inf; NaN gives
+ * NaN. Results below FLT_MIN are never formed: lanes with x < -126
+ * (QKV_EXP2_XMIN, where 2^x < FLT_MIN) are zeroed by the mask of the final
+ * VSCALEFPS, so no denormal reaches the P * V kernels, where they would
+ * cost microcode assists.
+ *
+ * Six FMAs, VREDUCEPS, VSCALEFPS and the compare for the mask: nine vector
+ * operations, against twelve for a natural exp with a two-step Cody-Waite
+ * reduction. The softmax is bound by the number of operations on the two
+ * vector ports; its longer dependency chain costs nothing there, as the
+ * kernels always have several independent vectors in flight.
  */
-#define QKV_EXP_XMIN (-0x1.5d589ep+6f)   /* -87.33654 */
-#define QKV_EXP_XCLAMP 89.0f
+#define QKV_EXP2_XMIN (-126.0f)
 
-/* The arithmetic of the exp for x already clamped to [XMIN, XCLAMP] (or
-   NaN); lanes outside `keep` give +0. The polynomial is evaluated in
-   Horner form 1 + r (1 + r (c2 + r (c3 + r (c4 + r (c5 + r c6))))): six
-   FMAs, two operations fewer than an Estrin scheme. Its longer dependency
-   chain costs nothing in the kernels, which always have several
-   independent vectors in flight, and the softmax is bound by the number
-   of operations on the two vector ports. */
-static inline __m512 qkv_exp_clamped_avx512(__m512 xc, __mmask16 keep)
+static inline __m512 qkv_exp2_avx512(__m512 x)
 {
-    const __m512 log2e = _mm512_set1_ps(0x1.715476p+0f);
-    const __m512 magic = _mm512_set1_ps(0x1.8p23f);
-    const __m512 ln2_hi = _mm512_set1_ps(0x1.62e4p-1f);
-    const __m512 ln2_lo = _mm512_set1_ps(0x1.7f7d1cp-20f);
-    const __m512 one = _mm512_set1_ps(1.0f);
-
-    const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(xc, log2e, magic), magic);
-    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, xc);
-    r = _mm512_fnmadd_ps(n, ln2_lo, r);
-
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a244cp-10f), r,
-                               _mm512_set1_ps(0x1.1239d4p-7f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
-    p = _mm512_fmadd_ps(p, r, one);
-    p = _mm512_fmadd_ps(p, r, one);
-    return _mm512_maskz_scalef_ps(keep, p, n);
-}
-
-static inline __m512 qkv_exp_avx512(__m512 x)
-{
-    const __m512 xmin = _mm512_set1_ps(QKV_EXP_XMIN);
-    /* Lanes kept: x >= xmin, or unordered (NaN). */
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, xmin, _CMP_NLT_UQ);
-    const __m512 xc = _mm512_min_ps(_mm512_set1_ps(QKV_EXP_XCLAMP), x);
-    return qkv_exp_clamped_avx512(_mm512_max_ps(xmin, xc), keep);
-}
-
-/* exp(x) for x <= 0 or NaN (a logit minus its row maximum): the same
-   function as qkv_exp_avx512 on that domain, without the clamps. Lanes
-   below XMIN (-inf included) compute garbage that the zero-mask of the
-   final VSCALEFPS discards; no such lane can form a denormal except by an
-   exact cancellation in r, which the range reduction cannot produce. */
-static inline __m512 qkv_exp_nonpositive_avx512(__m512 x)
-{
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(QKV_EXP_XMIN), _CMP_NLT_UQ);
-    return qkv_exp_clamped_avx512(x, keep);
-}
-
-/* exp of one float through the vector code, so that scalar values (the
-   softmax rescale factor) round exactly like the vector ones. */
-static inline float qkv_exp1_avx512(float x)
-{
-    return _mm512_cvtss_f32(qkv_exp_avx512(_mm512_set1_ps(x)));
+    /* Lanes kept: x >= XMIN, or unordered (NaN). */
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(QKV_EXP2_XMIN), _CMP_NLT_UQ);
+    const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.c54174p-13f), f,
+                               _mm512_set1_ps(0x1.46d64ep-10f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0x1.3d0b92p-7f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0x1.c68912p-5f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0x1.ebfd58p-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0x1.62e42cp-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(keep, p, x);
 }
 
 #endif /* QKV_EXP_AVX512_H */

@@ -8,8 +8,8 @@
  *      MAXPS(s, acc), which returns its second operand when s[j] is NaN: a
  *      NaN logit never becomes the max, exactly like the scalar
  *      `if (s[j] > M)` (and a NaN M stays NaN in every lane);
- *   2. per row, s[j] = exp(s[j] - M') with the vector exp of exp_avx512.h
- *      (its argument is <= 0 or NaN) and a vector of partial sums. A NaN
+ *   2. per row, s[j] = 2^(s[j] - M') with the vector exp2 of exp_avx512.h
+ *      (logits are in base-2 units) and a vector of partial sums. A NaN
  *      logit gives a NaN weight and so a NaN row_sum in its own row only.
  *      A row whose M' is -inf is zeroed.
  * The 16 vectors of partial maxima (then of partial sums) of a group are
@@ -17,7 +17,7 @@
  * holding M' (the sum) of each row in its own lane: about 3 operations per
  * row instead of a horizontal reduction of ~8 dependent ones per row, which
  * cost a quarter of the kernel's time. The per-row bookkeeping is then done
- * for 16 rows at once: alpha = exp(M - M') by the same vector exp, row_sum
+ * for 16 rows at once: alpha = 2^(M - M') by the same vector exp2, row_sum
  * = row_sum * alpha + sum and row_max = M', except in rows whose M' is -inf
  * (alpha = 1, state kept). Sums are in a different order than the scalar
  * twin: results agree within float rounding, not bitwise.
@@ -91,12 +91,12 @@ static inline __m512 row_partial_max(int64_t n, const float *s, float start)
 
 static inline __m512 exp_store(float *s, __m512 max_v)
 {
-    const __m512 e = qkv_exp_nonpositive_avx512(_mm512_sub_ps(_mm512_loadu_ps(s), max_v));
+    const __m512 e = qkv_exp2_avx512(_mm512_sub_ps(_mm512_loadu_ps(s), max_v));
     _mm512_storeu_ps(s, e);
     return e;
 }
 
-/* s[j] = exp(s[j] - max) for j < n; returns lanes of partial sums. Asks
+/* s[j] = 2^(s[j] - max) for j < n; returns lanes of partial sums. Asks
    for the same stretch of the row `ahead` (NULL: none) to be brought into
    L1 as it goes. */
 static inline __m512 row_exp_partial_sum(int64_t n, float *s, float max,
@@ -119,7 +119,7 @@ static inline __m512 row_exp_partial_sum(int64_t n, float *s, float max,
     for (; j < n; j += LANES) {
         const __mmask16 lanes = qkv_lanes_avx512(n - j);
         const __m512 x = _mm512_maskz_loadu_ps(lanes, s + j);
-        const __m512 e = qkv_exp_nonpositive_avx512(_mm512_sub_ps(x, max_v));
+        const __m512 e = qkv_exp2_avx512(_mm512_sub_ps(x, max_v));
         _mm512_mask_storeu_ps(s + j, lanes, e);
         sum0 = _mm512_mask_add_ps(sum0, lanes, sum0, e);
     }
@@ -142,7 +142,7 @@ static void update_rows(__mmask16 lanes, __m512 new_v, __m512 sum_v,
     const __mmask16 seen = _mm512_mask_cmp_ps_mask(
         lanes, new_v, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
     const __m512 a = _mm512_mask_blend_ps(
-        seen, _mm512_set1_ps(1.0f), qkv_exp_nonpositive_avx512(_mm512_sub_ps(old_v, new_v)));
+        seen, _mm512_set1_ps(1.0f), qkv_exp2_avx512(_mm512_sub_ps(old_v, new_v)));
     const __m512 total = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, row_sum), a, sum_v);
     _mm512_mask_storeu_ps(alpha, lanes, a);
     _mm512_mask_storeu_ps(row_sum, seen, total);
@@ -150,7 +150,7 @@ static void update_rows(__mmask16 lanes, __m512 new_v, __m512 sum_v,
 }
 
 /* One group of `rows` (1..16) rows, followed by `rows_after` more rows
-   of the tile. While the exponentials of row r are computed (about 15
+   of the tile. While the exponentials of row r are computed (about 12
    vector operations per 16 logits, bound by the arithmetic), row r + 16
    of the next group is prefetched for its maxima sweep, which would
    otherwise wait on L2: the tile (192 x 128 floats) does not fit in L1.

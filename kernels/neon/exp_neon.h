@@ -1,64 +1,59 @@
 /*
- * Vector exp for the NEON kernels: four floats at a time, AArch64 baseline
- * only. Shared by softmax_tile_neon.c and exp_shift_scale_neon.c; its scalar
- * twin is libm's expf, which the scalar kernels call.
+ * Vector 2^x for the NEON kernels: four floats at a time, AArch64 baseline
+ * only (the softmax kernels take logits in base-2 units, see kernels.h).
+ * Shared by softmax_tile_neon.c and exp_shift_scale_neon.c; its scalar
+ * twin is libm's exp2f, which the scalar kernels call.
  *
- * Math: exp(x) = 2^n * exp(r), n = round(x / ln2), r = x - n*ln2 with ln2
- * split in a high and a low part (two fused steps, so r is exact to float
- * precision), |r| <= ln2/2. exp(r) = 1 + r + r^2 * q(r), q a degree-4
- * polynomial fitted (weighted least squares, coefficients rounded to float)
- * to (exp(r) - 1 - r) / r^2; the polynomial alone is within 4e-9 of exp.
- * The scale 2^n is applied as two factors 2^floor(n/2) and
- * 2^(n - floor(n/2)), both normal floats, so the top of the range (n = 128)
- * is reached without overflowing the scale itself, and x > 88.72 overflows
- * to +inf in the last product.
+ * Math: 2^x = 2^n * 2^r, n = round(x), r = x - n exact, |r| <= 1/2.
+ * 2^r = 1 + r ln2 + r^2 * q(r), q a degree-4 polynomial: the fit of the
+ * natural exp's (exp(u) - 1 - u) / u^2 on |u| <= ln2/2 with its
+ * coefficients multiplied by powers of ln2 and rounded to float (within
+ * 5e-9 of 2^r). The scale 2^n is applied as two factors 2^floor(n/2) and
+ * 2^(n - floor(n/2)), both normal floats, so the top of the range (n =
+ * 128) is reached without overflowing the scale itself, and x >= 128
+ * overflows to +inf in the last product.
  *
- * No denormal result, as in the AVX2 and AVX-512 exps: a result below
- * FLT_MIN (x below about -87.34) is flushed to +0, an absolute error under
- * 1.2e-38. So exp(-inf) = +0, and any x below the underflow threshold.
+ * No denormal result, as in the AVX2 and AVX-512 exp2s: a result below
+ * FLT_MIN (x below -126) is flushed to +0, an absolute error under
+ * 1.2e-38. So 2^-inf = +0, and any x below the underflow threshold.
  *
- * Measured against exp in double (qemu-aarch64): every 61st float bit
- * pattern of both signs (70 million values) plus every float in
- * [-104.5, -64), [64, 89) and 0.3 <= |x| < 0.35: max relative error
- * 1.19e-7 (1.0 ulp at 2^-23) for results >= FLT_MIN.
+ * Measured against exp2 in double by tests/checkkern.c under qemu-aarch64
+ * (every 4093rd float bit pattern, and densely at the ends of the range):
+ * max relative error 1.18e-7 (0.99 ulp of 2^-23) for results >= FLT_MIN.
  *
- * Edges: x is clamped to [-104, 89] first (so n fits the exponent field);
- * FMIN/FMAX propagate NaN, and NaN fails the FLT_MIN compare, so NaN in
- * gives NaN out; +inf gives +inf.
+ * Edges: x is clamped to [-150, 128.5] first (so n fits the exponent
+ * field); FMIN/FMAX propagate NaN, and NaN fails the FLT_MIN compare, so
+ * NaN in gives NaN out; +inf gives +inf.
  */
 #ifndef QKV_EXP_NEON_H
 #define QKV_EXP_NEON_H
 
 #include <arm_neon.h>
 
-static inline float32x4_t qkv_exp_f32x4_neon(float32x4_t x)
+static inline float32x4_t qkv_exp2_f32x4_neon(float32x4_t x)
 {
-    const float32x4_t lowest = vdupq_n_f32(-104.0f);
-    const float32x4_t highest = vdupq_n_f32(89.0f);
-    const float32x4_t log2e = vdupq_n_f32(0x1.715476p+0f);
-    const float32x4_t ln2_hi = vdupq_n_f32(0x1.62e43p-1f);
-    const float32x4_t ln2_lo = vdupq_n_f32(-0x1.05c61p-29f);
-    const float32x4_t c2 = vdupq_n_f32(0x1.fffff8p-2f);
-    const float32x4_t c3 = vdupq_n_f32(0x1.55548ep-3f);
-    const float32x4_t c4 = vdupq_n_f32(0x1.555b58p-5f);
-    const float32x4_t c5 = vdupq_n_f32(0x1.123b9ep-7f);
-    const float32x4_t c6 = vdupq_n_f32(0x1.687bf8p-10f);
+    const float32x4_t lowest = vdupq_n_f32(-150.0f);
+    const float32x4_t highest = vdupq_n_f32(128.5f);
+    const float32x4_t ln2 = vdupq_n_f32(0x1.62e430p-1f);
+    const float32x4_t c2 = vdupq_n_f32(0x1.ebfbd8p-3f);
+    const float32x4_t c3 = vdupq_n_f32(0x1.c6af84p-5f);
+    const float32x4_t c4 = vdupq_n_f32(0x1.3b3044p-7f);
+    const float32x4_t c5 = vdupq_n_f32(0x1.5f0626p-10f);
+    const float32x4_t c6 = vdupq_n_f32(0x1.3fd656p-13f);
     const float32x4_t one = vdupq_n_f32(1.0f);
 
     x = vminq_f32(vmaxq_f32(x, lowest), highest);
 
     /* n in [-150, 128]; NaN converts to 0 and stays NaN through r. */
-    const int32x4_t n = vcvtnq_s32_f32(vmulq_f32(x, log2e));
-    const float32x4_t nf = vcvtq_f32_s32(n);
-    float32x4_t r = vfmsq_f32(x, nf, ln2_hi);
-    r = vfmsq_f32(r, nf, ln2_lo);
+    const int32x4_t n = vcvtnq_s32_f32(x);
+    const float32x4_t r = vsubq_f32(x, vcvtq_f32_s32(n));
 
     float32x4_t q = vfmaq_f32(c5, c6, r);
     q = vfmaq_f32(c4, q, r);
     q = vfmaq_f32(c3, q, r);
     q = vfmaq_f32(c2, q, r);
     const float32x4_t r2 = vmulq_f32(r, r);
-    const float32x4_t p = vfmaq_f32(vaddq_f32(one, r), q, r2);
+    const float32x4_t p = vfmaq_f32(vfmaq_f32(one, r, ln2), q, r2);
 
     /* 2^n1 * 2^n2 with n1 = floor(n/2) in [-75, 64] and n2 = n - n1 in
        [-75, 64]: each factor is a normal float built from exponent bits,

@@ -1,13 +1,13 @@
 /*
- * exp_shift_scale, NEON: dst[j] = exp(src[j] - shift) * mul for j < n,
- * with the vector exp of exp_neon.h (max relative error 1.2e-7, no
- * denormal results, exp(-inf) = +0, NaN stays NaN). src may equal dst: each
+ * exp_shift_scale, NEON: dst[j] = 2^(src[j] - shift) * mul for j < n,
+ * with the vector exp2 of exp_neon.h (about one ulp, no denormal results,
+ * 2^-inf = +0, NaN stays NaN). src may equal dst: each
  * element is read before it is written. Scalar twin: qkv_exp_shift_scale_scalar
  * (kernels/scalar/exp_shift_scale_scalar.c).
  *
  * Four elements per step; the last n % 4 go through a 4-float stack copy
  * (padded with -inf, whose results are dropped), so the tail uses the same
- * exp as the body without reading past src[n-1] or writing past dst[n-1].
+ * exp2 as the body without reading past src[n-1] or writing past dst[n-1].
  * Any alignment.
  */
 #include <arm_neon.h>
@@ -20,7 +20,7 @@
 static inline float32x4_t exp_shift_scale4(float32x4_t x, float32x4_t shift,
                                            float32x4_t mul)
 {
-    return vmulq_f32(qkv_exp_f32x4_neon(vsubq_f32(x, shift)), mul);
+    return vmulq_f32(qkv_exp2_f32x4_neon(vsubq_f32(x, shift)), mul);
 }
 
 void qkv_exp_shift_scale_neon(int64_t n, const float *src, float shift,

@@ -1,21 +1,22 @@
 /*
  * softmax_tile, NEON: one online-softmax step over an m x n tile of logits
- * (row stride lds). Per row, with M = row_max on entry:
+ * (row stride lds), in base-2 units (kernels.h). Per row, with M = row_max
+ * on entry:
  *   M' = max(M, max_j s[j]);
  *   M' == -inf: s[j] = 0, alpha = 1, row_max and row_sum unchanged;
- *   else:       s[j] = exp(s[j] - M'), alpha = exp(M - M'),
+ *   else:       s[j] = 2^(s[j] - M'), alpha = 2^(M - M'),
  *               row_sum = row_sum * alpha + sum_j s[j], row_max = M'.
  * Scalar twin: qkv_softmax_tile_scalar (kernels/scalar/softmax_tile_scalar.c).
  *
  * The max uses compare-and-select (x > max ? x : max) rather than FMAX, so
  * a NaN logit is skipped exactly as in the twin; it then turns into NaN
- * through exp and reaches only this row's sum. exp(s - M') is the vector
- * exp of exp_neon.h (max relative error 1.2e-7, no denormals); alpha, one
- * per row, uses expf like the twin. The sum is accumulated in four lanes,
+ * through exp2 and reaches only this row's sum. 2^(s - M') is the vector
+ * exp2 of exp_neon.h (about one ulp, no denormals); alpha, one per row,
+ * uses exp2f like the twin. The sum is accumulated in four lanes,
  * so it differs from the twin's left-to-right sum by float rounding only.
  *
  * Tails: the last n % 4 logits of a row go through a 4-float stack copy
- * padded with -inf (neutral for the max, exp gives 0 for the sum), so
+ * padded with -inf (neutral for the max, exp2 gives 0 for the sum), so
  * exactly n entries per row are read and written. Any alignment.
  */
 #include <arm_neon.h>
@@ -56,7 +57,7 @@ static float row_max_of(int64_t n, const float *s, float start)
     return max;
 }
 
-/* s[j] = exp(s[j] - max) for j < n; returns their sum. */
+/* s[j] = 2^(s[j] - max) for j < n; returns their sum. */
 static float exp_row_and_sum(int64_t n, float *s, float max)
 {
     const float32x4_t vmax = vdupq_n_f32(max);
@@ -64,7 +65,7 @@ static float exp_row_and_sum(int64_t n, float *s, float max)
     int64_t j = 0;
     for (; j + 4 <= n; j += 4) {
         const float32x4_t x = vsubq_f32(vld1q_f32(s + j), vmax);
-        const float32x4_t e = qkv_exp_f32x4_neon(x);
+        const float32x4_t e = qkv_exp2_f32x4_neon(x);
         vst1q_f32(s + j, e);
         vsum = vaddq_f32(vsum, e);
     }
@@ -72,7 +73,7 @@ static float exp_row_and_sum(int64_t n, float *s, float max)
     if (rest > 0) {
         float tail[4];
         const float32x4_t x = vsubq_f32(load_tail(s + j, rest), vmax);
-        const float32x4_t e = qkv_exp_f32x4_neon(x);
+        const float32x4_t e = qkv_exp2_f32x4_neon(x);
         vst1q_f32(tail, e);
         memcpy(s + j, tail, (size_t)rest * sizeof(float));
         vsum = vaddq_f32(vsum, e);   /* the -inf padding adds exact zeros */
@@ -91,7 +92,7 @@ static void softmax_row(int64_t n, float *s, float *row_max, float *row_sum,
         return;
     }
     const float sum = exp_row_and_sum(n, s, new_max);
-    *alpha = expf(*row_max - new_max);
+    *alpha = exp2f(*row_max - new_max);
     *row_sum = *row_sum * *alpha + sum;
     *row_max = new_max;
 }

@@ -3,9 +3,10 @@
  * logits (see kernels.h for the exact recurrence). The twin of every SIMD
  * softmax_tile.
  *
- * exp is libm's expf (correctly rounded to within 1 ulp on glibc). Rows are
- * independent: a NaN in row i reaches only row_sum[i]. No alignment
- * requirement; reads and writes exactly n entries per row.
+ * Logits are in base-2 units (kernels.h): the exponential is libm's exp2f
+ * (within 1 ulp on glibc). Rows are independent: a NaN in row i reaches
+ * only row_sum[i]. No alignment requirement; reads and writes exactly n
+ * entries per row.
  */
 #include <math.h>
 
@@ -27,10 +28,10 @@ static void softmax_row(int64_t n, float *s, float *row_max, float *row_sum,
     }
     float sum = 0.0f;
     for (int64_t j = 0; j < n; j++) {
-        s[j] = expf(s[j] - new_max);
+        s[j] = exp2f(s[j] - new_max);
         sum += s[j];
     }
-    *alpha = expf(*row_max - new_max);
+    *alpha = exp2f(*row_max - new_max);
     *row_sum = *row_sum * *alpha + sum;
     *row_max = new_max;
 }
