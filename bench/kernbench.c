@@ -17,6 +17,7 @@
  *   softmax_tile  block_q x block_k
  *   pv_tile       block_q x block_k x D, 1 x block_k x 128 (decode)
  *   exp_shift_scale  block_k and 2048 elements (the weights output)
+ *   add_base2     block_k elements (one row of a mask on a score tile)
  *   cvt_f16_f32, cvt_bf16_f32   one K/V row: D elements
  *   qk_stream, pv_stream  1 x block_k x 128 and 4 x block_k x 128, K/V in
  *                 F32, F16 and BF16 (decoding, one query row or a KV group)
@@ -53,14 +54,14 @@
 /* ------------------------------------------------------------------ */
 
 typedef enum kernel_id {
-    K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_CVT_F16, K_CVT_BF16,
+    K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_ADD_BASE2, K_CVT_F16, K_CVT_BF16,
     K_QK_STREAM_F32, K_QK_STREAM_F16, K_QK_STREAM_BF16,
     K_PV_STREAM_F32, K_PV_STREAM_F16, K_PV_STREAM_BF16,
     K_PACK_NT, K_GEMM_PACKED, K_GEMM_PROJ, K_WALK
 } kernel_id;
 
 static const char *const kernel_names[] = {
-    "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "cvt_f16_f32", "cvt_bf16_f32",
+    "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "add_base2", "cvt_f16_f32", "cvt_bf16_f32",
     "qk_stream_f32", "qk_stream_f16", "qk_stream_bf16",
     "pv_stream_f32", "pv_stream_f16", "pv_stream_bf16",
     "pack_nt", "gemm_packed", "gemm (driver)", "walk",
@@ -129,6 +130,7 @@ static int cases_for(const qkv_kernels *kt, kcase *out)
     out[n++] = (kcase){K_PV_TILE, 1, bk, 128, 0, "decode P V, D=128"};
     out[n++] = (kcase){K_EXP_SHIFT_SCALE, 1, bk, 0, 0, "weights, one tile row"};
     out[n++] = (kcase){K_EXP_SHIFT_SCALE, 1, 2048, 0, 0, "weights, a long row"};
+    out[n++] = (kcase){K_ADD_BASE2, 1, bk, 0, 0, "mask row on a score tile"};
     out[n++] = (kcase){K_CVT_F16, 1, 64, 0, 0, "K/V row, D=64"};
     out[n++] = (kcase){K_CVT_F16, 1, 128, 0, 0, "K/V row, D=128"};
     out[n++] = (kcase){K_CVT_BF16, 1, 64, 0, 0, "K/V row, D=64"};
@@ -219,6 +221,10 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
         break;
     case K_EXP_SHIFT_SCALE:
         kt->exp_shift_scale(c->n, b->src, 4.0f, 0.5f, b->dst);
+        break;
+    case K_ADD_BASE2:
+        /* dst drifts by src * log2(e) per call: far from overflow in any run. */
+        kt->add_base2(c->n, b->dst, b->src);
         break;
     case K_CVT_F16:
         kt->cvt_f16_f32(c->n, b->f16, b->dst);

@@ -38,6 +38,23 @@
    (see pack_nt). */
 #define QKV_PACK_COLUMN_ALIGN 16
 
+/* log2(e) rounded to float: natural logits times this are the base-2
+   logits of softmax_tile. */
+#define QKV_LOG2E_F 0x1.715476p+0f
+
+/* A natural logit (or mask entry, sink, slope, cap) in base-2 units:
+   x * QKV_LOG2E_F rounded once; +-inf and NaN stay. A finite x stays
+   finite: beyond +-FLT_MAX / log2(e) (2.36e38) it saturates at +-FLT_MAX,
+   so that a mask of -FLT_MAX (PyTorch's finfo.min) stays finite, as it is
+   there. The scalar form of add_base2, used by the driver for single
+   values. */
+static inline float qkv_to_base2(float x)
+{
+    const float y = x * QKV_LOG2E_F;
+    const float big = 0x1.fffffep+127f;   /* FLT_MAX */
+    return (y > big || y < -big) && x <= big && x >= -big ? (x < 0.0f ? -big : big) : y;
+}
+
 typedef struct qkv_kernels {
     qkv_isa isa;
 
@@ -87,6 +104,11 @@ typedef struct qkv_kernels {
        src and dst may be the same array. Used for the weights output. */
     void (*exp_shift_scale)(int64_t n, const float *src, float shift,
                             float mul, float *dst);
+
+    /* s[j] += qkv_to_base2(m[j]) for j < n: a row of an additive mask, in
+       natural units, added to base-2 logits (the product and the sum each
+       rounded once, so every ISA gives the same bits). */
+    void (*add_base2)(int64_t n, float *s, const float *m);
 
     /* Storage-type conversions to F32 for K and V rows, n >= 1 elements:
        IEEE binary16 and bfloat16, exact (every such value is a float);

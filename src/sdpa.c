@@ -17,7 +17,7 @@
  * and finally out = Acc / rowsum (0 for a fully blocked row). S is kept in
  * base-2 units (the natural logits times log2 e, folded into the query
  * scale) because the vector units compute 2^x in fewer operations than
- * e^x; M, lse and the sinks convert at the edges (to_base2). Key blocks
+ * e^x; M, lse and the sinks convert at the edges (qkv_to_base2, kernels.h). Key blocks
  * that every row of the task has blocked (causal, window, kv_len) are never
  * visited, so the Lq x Lk matrix is never stored. weights, when asked for,
  * come from a second walk over the same blocks that rescales with the final
@@ -107,18 +107,6 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 #define LOG2_E 1.44269504088896340736
 #define LN_2 0.69314718055994530942
-
-/* A natural logit in the base-2 units of the score tiles: x * log2(e),
-   rounded once; +-inf and NaN stay. A finite x stays finite: beyond
-   +-FLT_MAX / log2(e) (2.36e38) it saturates at +-FLT_MAX, and such
-   logits count as +-FLT_MAX (they tie with each other; row_lse reports
-   the row's lse as +-FLT_MAX). So a mask of -FLT_MAX, PyTorch's
-   finfo.min, stays a finite logit, as it is there. */
-static float to_base2(float x)
-{
-    const double y = (double)x * LOG2_E;
-    return isfinite(x) ? (float)fmax(-FLT_MAX, fmin(FLT_MAX, y)) : (float)y;
-}
 
 /* ------------------------------------------------------------------ */
 /* Validation                                                         */
@@ -515,10 +503,10 @@ typedef struct task_ctx {
     /* Keys every row sees: tiles inside [all_lo, all_hi) need no per-row
        bounds. */
     int64_t all_lo, all_hi;
-    /* softcap, mask or ALiBi to apply, or a scale too large to carry
-       log2(e): S leaves the GEMM in natural units and transform_row
-       converts it to base 2 */
-    int transform;
+    int transform;        /* softcap, mask, ALiBi or natural_logits */
+    /* The scale is too large to carry log2(e) (scale_base2 is +inf): the
+       queries take the natural scale and transform_row converts S. */
+    int natural_logits;
     float *scratch;
     const scratch_layout *lay;
     /* The (batch, KV head) whose blocks the caches hold; -1: none. Kept
@@ -664,36 +652,39 @@ static const void *stream_rows(const task_ctx *t, const void *base, qkv_dtype dt
     return kv_at(base, dt, t->b * stride[0] + t->g * stride[1] + j0 * stride[2]);
 }
 
-/* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1 (in
-   natural units), then the row in base-2 units. */
+/* softcap, then mask and ALiBi, on row r of a tile of keys j0..j0+n-1, all
+   in base-2 units: the row itself first when the GEMM left it natural
+   (natural_logits), the cap, the mask entries and the slope converted by
+   qkv_to_base2 (softcap commutes with the scaling: L cap tanh(x / cap) =
+   (L cap) tanh(L x / (L cap))). */
 static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
                           float *s_row)
 {
     const sdpa_problem *pr = t->pr;
     const int64_t h = row_head(t, r), i = row_index(t, r);
+    if (t->natural_logits)
+        for (int64_t c = 0; c < n; c++)
+            s_row[c] = qkv_to_base2(s_row[c]);
     if (pr->softcap > 0.0f) {
         /* A division, not a multiplication by 1/cap: for a subnormal cap
            1/cap is +inf, and 0 * inf would be NaN. */
-        const float cap = pr->softcap;
+        const float cap = qkv_to_base2(pr->softcap);
         for (int64_t c = 0; c < n; c++)
             s_row[c] = cap * tanhf(s_row[c] / cap);
     }
     if (pr->mask) {
         const float *m = pr->mask + t->b * pr->mask_stride[0] +
                          h * pr->mask_stride[1] + i * pr->mask_stride[2] + j0;
-        for (int64_t c = 0; c < n; c++)
-            s_row[c] += m[c];
+        t->kt->add_base2(n, s_row, m);
     }
     if (pr->alibi_slopes) {
-        const float slope = pr->alibi_slopes[h];
+        const float slope = qkv_to_base2(pr->alibi_slopes[h]);
         const int64_t diag = i + pr->lk - pr->lq;
         for (int64_t c = 0; c < n; c++) {
             const int64_t dist = diag - (j0 + c);
             s_row[c] -= slope * (float)(dist < 0 ? -dist : dist);
         }
     }
-    for (int64_t c = 0; c < n; c++)
-        s_row[c] = to_base2(s_row[c]);
 }
 
 /* Sets to -INFINITY the logits of keys j0..j0+n-1 that row i of batch b
@@ -844,7 +835,7 @@ static void load_scaled_queries(const task_ctx *t)
 {
     const sdpa_problem *pr = t->pr;
     float *qbuf = t->scratch + t->lay->q;
-    const float scale = t->transform ? pr->scale : pr->scale_base2;
+    const float scale = t->natural_logits ? pr->scale : pr->scale_base2;
     for (int64_t r = 0; r < t->rows; r++) {
         const float *src = pr->q + t->b * pr->q_stride[0] +
                            row_head(t, r) * pr->q_stride[1] +
@@ -862,7 +853,7 @@ static void start_rows(const task_ctx *t, int with_sinks)
     float *row_max = t->scratch + t->lay->row_max;
     float *row_sum = t->scratch + t->lay->row_sum;
     for (int64_t r = 0; r < t->rows; r++) {
-        const float sink = with_sinks && pr->sinks ? to_base2(pr->sinks[row_head(t, r)])
+        const float sink = with_sinks && pr->sinks ? qkv_to_base2(pr->sinks[row_head(t, r)])
                                                    : -INFINITY;
         row_max[r] = sink;
         row_sum[r] = sink == -INFINITY ? 0.0f : 1.0f;
@@ -874,14 +865,14 @@ static void start_rows(const task_ctx *t, int with_sinks)
    exactly 1 at the sink's own maximum is the sink alone (no key seen, or
    none whose weight is a normal float): lse is then the sink itself, not
    its round trip through base 2. A saturated maximum stands for FLT_MAX
-   (to_base2). */
+   (qkv_to_base2). */
 static float row_lse(const sdpa_problem *pr, int64_t h, float row_max, float row_sum)
 {
     if (row_sum == 0.0f)
         return -INFINITY;
     if (fabsf(row_max) == FLT_MAX)
-        return row_max;   /* saturated (to_base2): the log of the sum is below its ulp */
-    if (row_sum == 1.0f && pr->sinks && row_max == to_base2(pr->sinks[h]))
+        return row_max;   /* saturated (qkv_to_base2): the log of the sum is below its ulp */
+    if (row_sum == 1.0f && pr->sinks && row_max == qkv_to_base2(pr->sinks[h]))
         return pr->sinks[h];
     return (float)(((double)row_max + log2((double)row_sum)) * LN_2);
 }
@@ -1076,8 +1067,8 @@ static void setup_task(task_ctx *t, const task_plan *tp, int64_t task)
         t->key_end = t->key_begin;
     t->all_lo = last_lo;
     t->all_hi = first_hi;
-    t->transform = pr->softcap > 0.0f || pr->mask || pr->alibi_slopes ||
-                   !isfinite(pr->scale_base2);
+    t->natural_logits = !isfinite(pr->scale_base2);
+    t->transform = pr->softcap > 0.0f || pr->mask || pr->alibi_slopes || t->natural_logits;
 }
 
 /* A chunk's partial result of one row: max, sum, then dv accumulators. */
@@ -1114,7 +1105,7 @@ static void merge_row(const sdpa_problem *pr, const task_plan *tp,
     const int64_t i = r % tp->rows_per_head;
     const float *part = partials + item * tp->chunks * width;
 
-    const float sink = pr->sinks ? to_base2(pr->sinks[h]) : -INFINITY;
+    const float sink = pr->sinks ? qkv_to_base2(pr->sinks[h]) : -INFINITY;
     float m = sink;
     for (int64_t c = 0; c < tp->chunks; c++)
         if (part[c * width] > m)

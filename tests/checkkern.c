@@ -1095,6 +1095,95 @@ static void test_exp_shift_scale(const qkv_kernels *kt)
                qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
 }
 
+/* ------------------------------------------------------------------ */
+/* add_base2                                                          */
+/* ------------------------------------------------------------------ */
+
+/* A mask entry of the add_base2 tests: specials (infinities, NaN, the
+   saturation edge near FLT_MAX / log2 e = 2.3587e38, FLT_MAX itself,
+   subnormals) among ordinary values. */
+static float add_base2_entry(int64_t j)
+{
+    static const float specials[] = {
+        INFINITY, -INFINITY, NAN, FLT_MAX, -FLT_MAX, 3e38f, -3e38f,
+        2.3587e38f, -2.3587e38f, 2.3588e38f, -2.3588e38f, 2e38f, -1e30f,
+        0.0f, -0.0f, 1e-40f, -1e-40f, FLT_MIN,
+    };
+    const int64_t count = (int64_t)(sizeof specials / sizeof specials[0]);
+    return j % 3 == 1 ? specials[(j / 3) % count] : rng_uniform(-20.0f, 20.0f);
+}
+
+/* m * log2(e) saturated at +-FLT_MAX for finite m, in double. */
+static double base2_reference(float m)
+{
+    const double y = (double)m * 1.4426950408889634;
+    return isfinite(m) ? fmax(-FLT_MAX, fmin(FLT_MAX, y)) : y;
+}
+
+static void add_base2_case(const qkv_kernels *kt, const qkv_kernels *twin,
+                           int64_t n, worst *w)
+{
+    input_buf im;
+    float *m = input_floats(&im, n);
+    for (int64_t j = 0; j < n; j++)
+        m[j] = add_base2_entry(j);
+    input_seal(&im);
+
+    out_buf o, ot;
+    float *s = out_alloc(&o, 1, n, n), *st = out_alloc(&ot, 1, n, n);
+    float *s0 = malloc((size_t)n * sizeof *s0);
+    if (!s0)
+        abort();
+    for (int64_t j = 0; j < n; j++)
+        s0[j] = s[j] = st[j] = j % 11 == 5 ? -INFINITY : rng_uniform(-30.0f, 30.0f);
+    out_snapshot(&o);
+    kt->add_base2(n, s, m);
+    twin->add_base2(n, st, m);
+    if (!out_intact(&o, "add_base2 s"))
+        w->failures++;
+    for (int64_t j = 0; j < n; j++) {
+        if (!same_float(s[j], st[j])) {
+            w->failures++;
+            note("add_base2[%lld]: %a, scalar twin %a (m %a)", (long long)j, s[j], st[j], m[j]);
+        }
+        const double want = (double)s0[j] + base2_reference(m[j]);
+        if (!isfinite(want)) {
+            /* inf - inf is NaN; otherwise the infinity itself. */
+            const int ok = isnan(want) ? isnan(s[j]) : s[j] == (float)want;
+            if (!ok) {
+                w->failures++;
+                note("add_base2[%lld]: got %a, want %g (m %a)", (long long)j, s[j], want, m[j]);
+            }
+            continue;
+        }
+        /* One rounding of the product, one of the sum; a sum past
+           FLT_MAX may round to it or overflow. */
+        if (fabs(want) > FLT_MAX && (isinf(s[j]) || fabs(s[j]) == FLT_MAX) &&
+            signbit(s[j]) == signbit(want))
+            continue;
+        const double tol = 0x1p-23 * (fabs(s0[j]) + fabs(base2_reference(m[j]))) + 0x1p-149;
+        check_close(w, s[j], want, tol, "add_base2", 0, j);
+    }
+    w->cases++;
+    free(s0);
+    out_free(&o);
+    out_free(&ot);
+    input_free(&im);
+}
+
+static void test_add_base2(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    worst w = {0};
+    tap_begin(kt->isa, "add_base2");
+    for (int x = 0; x < count; x++)
+        add_base2_case(kt, twin, sizes[x], &w);
+    tap_result(w.failures == 0,
+               "%s add_base2: %lld sizes, infinities, NaN and saturation, bitwise = scalar, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
+}
+
 /* The vector exp2 over the float range. */
 typedef struct exp_stats {
     double max_rel;
@@ -1722,7 +1811,7 @@ static void check_isa(qkv_isa isa)
            (long long)kt->block_q, (long long)kt->block_k);
     tap_begin(isa, "table");
     tap_result(kt->isa == isa && kt->block_q > 0 && kt->block_k > 0 && kt->gemm_nt &&
-               kt->softmax_tile && kt->pv_tile && kt->exp_shift_scale &&
+               kt->softmax_tile && kt->pv_tile && kt->exp_shift_scale && kt->add_base2 &&
                kt->cvt_f16_f32 && kt->cvt_bf16_f32 && kt->pack_nt && kt->gemm_packed,
                "%s table is complete", qkv_isa_name(isa));
     test_gemm(kt, twin);
@@ -1732,6 +1821,7 @@ static void check_isa(qkv_isa isa)
     test_pv(kt, twin);
     test_softmax(kt, twin);
     test_exp_shift_scale(kt);
+    test_add_base2(kt, twin);
     test_exp_sweep(kt);
     test_softmax_exp_sweep(kt);
     test_cvt_all(kt, twin, 0);

@@ -1,0 +1,49 @@
+/*
+ * add_base2, NEON: s[j] += qkv_to_base2(m[j]) for j < n (see kernels.h).
+ * Per 4 entries: y = m * log2(e); lanes where |y| is +inf but |m| is not
+ * take +-FLT_MAX with m's sign; then s + y. The product and the sum round
+ * once each (no fused multiply-add), as in the scalar twin
+ * qkv_add_base2_scalar (kernels/scalar/add_base2_scalar.c), so the results
+ * are bitwise equal.
+ *
+ * Tail: the last n % 4 entries go through 4-float stack copies; nothing
+ * outside s[0..n-1] and m[0..n-1] is touched. Any alignment.
+ */
+#include <arm_neon.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels_neon.h"
+
+static inline float32x4_t to_base2(float32x4_t m)
+{
+    const float32x4_t inf = vdupq_n_f32(INFINITY);
+    const float32x4_t y = vmulq_f32(m, vdupq_n_f32(QKV_LOG2E_F));
+    const uint32x4_t overflowed = vandq_u32(vceqq_f32(vabsq_f32(y), inf),
+                                            vmvnq_u32(vceqq_f32(vabsq_f32(m), inf)));
+    /* FLT_MAX with the sign of m: the sign bit from m, the rest from FLT_MAX. */
+    const float32x4_t signed_max =
+        vbslq_f32(vdupq_n_u32(0x80000000u), m, vdupq_n_f32(FLT_MAX));
+    return vbslq_f32(overflowed, signed_max, y);
+}
+
+static inline float32x4_t add4(float32x4_t s, float32x4_t m)
+{
+    return vaddq_f32(s, to_base2(m));
+}
+
+void qkv_add_base2_neon(int64_t n, float *s, const float *m)
+{
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        vst1q_f32(s + j, add4(vld1q_f32(s + j), vld1q_f32(m + j)));
+    if (j < n) {
+        float s_tail[4] = {0}, m_tail[4] = {0};
+        const size_t bytes = (size_t)(n - j) * sizeof(float);
+        memcpy(s_tail, s + j, bytes);
+        memcpy(m_tail, m + j, bytes);
+        vst1q_f32(s_tail, add4(vld1q_f32(s_tail), vld1q_f32(m_tail)));
+        memcpy(s + j, s_tail, bytes);
+    }
+}
