@@ -17,7 +17,8 @@
  * and finally out = Acc / rowsum (0 for a fully blocked row). S is kept in
  * base-2 units (the natural logits times log2 e, folded into the query
  * scale) because the vector units compute 2^x in fewer operations than
- * e^x; M, lse and the sinks convert at the edges (qkv_to_base2, kernels.h). Key blocks
+ * e^x; mask, softcap, ALiBi, sinks and lse convert at the edges
+ * (add_base2, qkv_to_base2 in kernels.h). Key blocks
  * that every row of the task has blocked (causal, window, kv_len) are never
  * visited, so the Lq x Lk matrix is never stored. weights, when asked for,
  * come from a second walk over the same blocks that rescales with the final
