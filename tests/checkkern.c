@@ -15,15 +15,18 @@
  *     gaps (a write outside the documented output is caught);
  *   - softmax_tile with -INFINITY logits, fully -inf rows and a NaN that
  *     must stay in its row;
- *   - the vector exp (exp_shift_scale with shift 0, mul 1) over a sweep of
- *     the whole float range and the special values, and the exp inside
- *     softmax_tile over x <= 0; the maximum relative errors are printed;
+ *   - the vector exp2 (exp_shift_scale with shift 0, mul 1; the softmax
+ *     works in base-2 units) over a sweep of the whole float range and the
+ *     special values, and the exp2 inside softmax_tile over x <= 0; the
+ *     maximum relative errors are printed;
+ *   - add_base2 with infinities, NaN and mask entries at the saturation
+ *     edge (FLT_MAX / log2 e), bitwise against the scalar twin;
  *   - the f16 / bf16 conversions over all 65536 patterns against the scalar
  *     twin and the independent reference conversions;
  *   - every golden case through the public API with that ISA active
  *     (golden_run, tests/golden.h), one thread; the worst ratio is printed.
  * Output is TAP; the exit status is 0 only if every test passed.
- * --quick shrinks the large sizes and the exp sweep (for emulated CPUs);
+ * --quick shrinks the large sizes and the exp2 sweep (for emulated CPUs);
  * --no-guard leaves the page after each input readable (QEMU 7.2 faults on
  * masked-off lanes of AVX2 masked loads there; real CPUs do not).
  */
