@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static bench_clock selected_clock = BENCH_CLOCK_WALL;
@@ -35,6 +36,14 @@ double bench_now_ns(void)
 double bench_thread_ns(void)
 {
     return read_clock(CLOCK_THREAD_CPUTIME_ID);
+}
+
+long bench_page_faults(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return ru.ru_minflt + ru.ru_majflt;
 }
 
 static int compare_doubles(const void *a, const void *b)

@@ -24,6 +24,10 @@ double bench_now_ns(void);
 /* Nanoseconds of CPU time of the calling thread, whatever the clock. */
 double bench_thread_ns(void);
 
+/* Page faults the process has taken so far (minor and major): a call
+   that takes some is still being served fresh pages by the allocator. */
+long bench_page_faults(void);
+
 /* The median of n > 0 values; sorts v in place. */
 double bench_median(double *v, int n);
 
