@@ -18,6 +18,7 @@
  *   pv_tile       block_q x block_k x D, 1 x block_k x 128 (decode)
  *   exp_shift_scale  block_k and 2048 elements (the weights output)
  *   add_base2     block_k elements (one row of a mask on a score tile)
+ *   softcap       block_k elements (a row of a score tile, Gemma 2's cap)
  *   cvt_f16_f32, cvt_bf16_f32   one K/V row: D elements
  *   qk_stream, pv_stream  1 x block_k x 128 and 4 x block_k x 128, K/V in
  *                 F32, F16 and BF16 (decoding, one query row or a KV group)
@@ -54,14 +55,16 @@
 /* ------------------------------------------------------------------ */
 
 typedef enum kernel_id {
-    K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_ADD_BASE2, K_CVT_F16, K_CVT_BF16,
+    K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_ADD_BASE2, K_SOFTCAP, K_CVT_F16,
+    K_CVT_BF16,
     K_QK_STREAM_F32, K_QK_STREAM_F16, K_QK_STREAM_BF16,
     K_PV_STREAM_F32, K_PV_STREAM_F16, K_PV_STREAM_BF16,
     K_PACK_NT, K_GEMM_PACKED, K_GEMM_PROJ, K_WALK
 } kernel_id;
 
 static const char *const kernel_names[] = {
-    "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "add_base2", "cvt_f16_f32", "cvt_bf16_f32",
+    "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "add_base2", "softcap", "cvt_f16_f32",
+    "cvt_bf16_f32",
     "qk_stream_f32", "qk_stream_f16", "qk_stream_bf16",
     "pv_stream_f32", "pv_stream_f16", "pv_stream_bf16",
     "pack_nt", "gemm_packed", "gemm (driver)", "walk",
@@ -131,6 +134,7 @@ static int cases_for(const qkv_kernels *kt, kcase *out)
     out[n++] = (kcase){K_EXP_SHIFT_SCALE, 1, bk, 0, 0, "weights, one tile row"};
     out[n++] = (kcase){K_EXP_SHIFT_SCALE, 1, 2048, 0, 0, "weights, a long row"};
     out[n++] = (kcase){K_ADD_BASE2, 1, bk, 0, 0, "mask row on a score tile"};
+    out[n++] = (kcase){K_SOFTCAP, 1, bk, 0, 0, "softcap row of a score tile"};
     out[n++] = (kcase){K_CVT_F16, 1, 64, 0, 0, "K/V row, D=64"};
     out[n++] = (kcase){K_CVT_F16, 1, 128, 0, 0, "K/V row, D=128"};
     out[n++] = (kcase){K_CVT_BF16, 1, 64, 0, 0, "K/V row, D=64"};
@@ -225,6 +229,12 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
     case K_ADD_BASE2:
         /* dst drifts by src * log2(e) per call: far from overflow in any run. */
         kt->add_base2(c->n, b->dst, b->src);
+        break;
+    case K_SOFTCAP:
+        /* In place, Gemma 2's cap of 50 in base-2 units: each call pulls
+           the logits a little toward 0, never out of the normal range in
+           any run. */
+        kt->softcap(c->n, b->dst, 50.0f * 1.44269504f);
         break;
     case K_CVT_F16:
         kt->cvt_f16_f32(c->n, b->f16, b->dst);

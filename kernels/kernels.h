@@ -55,6 +55,34 @@ static inline float qkv_to_base2(float x)
     return (y > big || y < -big) && x <= big && x >= -big ? (x < 0.0f ? -big : big) : y;
 }
 
+/* tanh for the SIMD softcap kernels: tanh(y) ~ y P(y^2) / Q(y^2) for
+   |y| <= QKV_TANH_CLAMP, P of degree 6 and Q of degree 3 (Horner, from
+   the constant term up). Our own fit (Lawson's iteratively reweighted
+   least squares on the linearised relative error, in 40-digit arithmetic,
+   then rounded to float): relative error 1.9e-8 with these float
+   coefficients in exact arithmetic. Past the clamp tanh(y) is within
+   3.1e-8 of +-1, so the clamped y gives +-1 to within an ulp. */
+#define QKV_TANH_CLAMP 9.0f
+#define QKV_TANH_P0 1.0f
+#define QKV_TANH_P1 0x1.0bf5e8p-3f
+#define QKV_TANH_P2 0x1.96d78cp-9f
+#define QKV_TANH_P3 0x1.7646cep-17f
+#define QKV_TANH_P4 -0x1.5b772cp-26f
+#define QKV_TANH_P5 0x1.d03f2ap-35f
+#define QKV_TANH_P6 -0x1.7e48f0p-44f
+#define QKV_TANH_Q0 1.0f
+#define QKV_TANH_Q1 0x1.db5046p-2f
+#define QKV_TANH_Q2 0x1.915442p-6f
+#define QKV_TANH_Q3 0x1.0afb9cp-12f
+
+/* Whether the SIMD softcap kernels take cap on their vector path: cap and
+   1 / cap must be normal floats (cap in [2^-126, 2^126]); other caps go
+   to the scalar twin. */
+static inline int qkv_softcap_vector_cap(float cap)
+{
+    return cap >= 0x1p-126f && cap <= 0x1p126f;
+}
+
 typedef struct qkv_kernels {
     qkv_isa isa;
 
@@ -109,6 +137,15 @@ typedef struct qkv_kernels {
        natural units, added to base-2 logits (the product and the sum each
        rounded once, so every ISA gives the same bits). */
     void (*add_base2)(int64_t n, float *s, const float *m);
+
+    /* s[j] = cap * tanh(s[j] / cap) for j < n, cap > 0 and finite: the
+       logit soft-capping of Gemma 2 (the same in natural or base-2 units
+       with the cap converted alike). NaN stays NaN, +-inf gives +-cap.
+       The scalar twin calls tanhf; the SIMD kernels use the rational
+       approximation above. Both are within 2.5e-7 of the result,
+       relative, against cap * tanh(s / cap) in double (tests/checkkern.c
+       measures it). */
+    void (*softcap)(int64_t n, float *s, float cap);
 
     /* Storage-type conversions to F32 for K and V rows, n >= 1 elements:
        IEEE binary16 and bfloat16, exact (every such value is a float);

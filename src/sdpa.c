@@ -666,13 +666,8 @@ static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
     if (t->natural_logits)
         for (int64_t c = 0; c < n; c++)
             s_row[c] = qkv_to_base2(s_row[c]);
-    if (pr->softcap > 0.0f) {
-        /* A division, not a multiplication by 1/cap: for a subnormal cap
-           1/cap is +inf, and 0 * inf would be NaN. */
-        const float cap = qkv_to_base2(pr->softcap);
-        for (int64_t c = 0; c < n; c++)
-            s_row[c] = cap * tanhf(s_row[c] / cap);
-    }
+    if (pr->softcap > 0.0f)
+        t->kt->softcap(n, s_row, qkv_to_base2(pr->softcap));
     if (pr->mask) {
         const float *m = pr->mask + t->b * pr->mask_stride[0] +
                          h * pr->mask_stride[1] + i * pr->mask_stride[2] + j0;

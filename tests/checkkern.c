@@ -21,6 +21,9 @@
  *     maximum relative errors are printed;
  *   - add_base2 with infinities, NaN and mask entries at the saturation
  *     edge (FLT_MAX / log2 e), bitwise against the scalar twin;
+ *   - softcap against cap * tanh(s / cap) in double and the scalar twin,
+ *     for caps on the SIMD path and caps it hands to the twin, with
+ *     specials, and a sweep of the float range (max error printed);
  *   - the f16 / bf16 conversions over all 65536 patterns against the scalar
  *     twin and the independent reference conversions;
  *   - every golden case through the public API with that ISA active
@@ -1187,6 +1190,147 @@ static void test_add_base2(const qkv_kernels *kt, const qkv_kernels *twin)
                qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
 }
 
+/* ------------------------------------------------------------------ */
+/* softcap                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Largest accepted error of softcap against cap * tanh(s / cap) in
+   double, relative to the result: about 4 ulps; the twin (tanhf after one
+   rounded division) and the rational approximations of the SIMD kernels
+   measure about 2. Plus cap times the spacing of subnormal floats (where
+   s / cap is subnormal, it has lost bits in the twin as much as in the
+   kernels) and twice that spacing itself (a subnormal result). */
+#define SOFTCAP_MAX_REL 4.8e-7
+#define SOFTCAP_ABS 0x1p-149
+
+static double softcap_reference(float s, float cap)
+{
+    return (double)cap * tanh((double)s / (double)cap);
+}
+
+/* Compares one result with the double reference: NaN for NaN, +-0 kept
+   bit for bit, everything else within SOFTCAP_MAX_REL. Returns the
+   relative error (0 for the exact cases). */
+static double softcap_check(worst *w, float s, float cap, float got, const char *who,
+                            int64_t j)
+{
+    if (isnan(s) || s == 0.0f) {
+        if (!same_float(got, s)) {
+            w->failures++;
+            note("%s softcap(%a, cap %a): got %a, want %a", who, s, cap, got, s);
+        }
+        return 0.0;
+    }
+    const double want = softcap_reference(s, cap);
+    const double tol = SOFTCAP_MAX_REL * fabs(want) + SOFTCAP_ABS * (cap + 2.0);
+    if (!check_close(w, got, want, tol, who, 0, j))
+        note("  (s %a, cap %a)", s, cap);
+    return fabs(got - want) / fabs(want);
+}
+
+/* A logit of the softcap tests: specials (infinities, NaN, zeros, FLT_MAX,
+   the clamp edge QKV_TANH_CLAMP * cap, tiny values) among values spread
+   over +-12 caps. */
+static float softcap_entry(int64_t j, float cap)
+{
+    const float specials[] = {
+        INFINITY, -INFINITY, NAN, 0.0f, -0.0f, FLT_MAX, -FLT_MAX,
+        QKV_TANH_CLAMP * cap, -QKV_TANH_CLAMP * cap, 8.99f * cap, 9.01f * cap,
+        0x1p-140f, -0x1p-20f * cap, cap, -cap, 0.5f * cap, 1e30f, -1e-30f,
+    };
+    const int64_t count = (int64_t)(sizeof specials / sizeof specials[0]);
+    return j % 3 == 1 ? specials[(j / 3) % count] : rng_uniform(-12.0f, 12.0f) * cap;
+}
+
+static void softcap_case(const qkv_kernels *kt, const qkv_kernels *twin, int64_t n,
+                         float cap, worst *w)
+{
+    out_buf o, ot;
+    float *s = out_alloc(&o, 1, n, n), *st = out_alloc(&ot, 1, n, n);
+    float *s0 = malloc((size_t)n * sizeof *s0);
+    if (!s0)
+        abort();
+    for (int64_t j = 0; j < n; j++)
+        s0[j] = s[j] = st[j] = softcap_entry(j, cap);
+    out_snapshot(&o);
+    kt->softcap(n, s, cap);
+    twin->softcap(n, st, cap);
+    if (!out_intact(&o, "softcap s"))
+        w->failures++;
+    for (int64_t j = 0; j < n; j++) {
+        softcap_check(w, s0[j], cap, s[j], qkv_isa_name(kt->isa), j);
+        softcap_check(w, s0[j], cap, st[j], "scalar twin", j);
+        /* The twin itself, directly: both within the tolerance of the
+           reference, so within twice that of each other. */
+        if (!isnan(s0[j]) && s0[j] != 0.0f) {
+            const double tol = 2.0 * (SOFTCAP_MAX_REL * fabs(softcap_reference(s0[j], cap)) +
+                                      SOFTCAP_ABS * (cap + 2.0));
+            check_close(w, s[j], st[j], tol, "softcap vs twin", 0, j);
+        }
+    }
+    w->cases++;
+    free(s0);
+    out_free(&o);
+    out_free(&ot);
+}
+
+/* Edge sizes for caps on the vector path (1, Gemma 2's 50 in base-2
+   units, small and large) and caps the SIMD kernels hand to the twin
+   (subnormal, past 2^126, FLT_MAX); then a sweep, at cap 1, of every
+   step-th bit pattern and densely over +-(QKV_TANH_CLAMP + 1), where the
+   maximum relative error is printed. */
+static void test_softcap(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    static const float caps[] = {
+        1.0f, 50.0f * 1.44269504f, 0.3f, 1e30f, 1e-30f, FLT_MIN, 0x1p126f,
+        0x1p-127f, 1e-40f, 0x1p127f, FLT_MAX,
+    };
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    worst w = {0};
+    tap_begin(kt->isa, "softcap");
+    for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++)
+        for (int x = 0; x < count; x++)
+            softcap_case(kt, twin, sizes[x], caps[c], &w);
+
+    enum { BATCH = 4096 };
+    float x[BATCH], out[BATCH];
+    double max_rel = 0.0;
+    float worst_x = 0.0f;
+    int64_t checked = 0, fill = 0;
+    const uint64_t step = quick_mode ? 65521 : 4093;
+    const float dense_lo = -(QKV_TANH_CLAMP + 1.0f), dense_step = 0x1p-9f;
+    const int64_t dense = (int64_t)(2.0f * (QKV_TANH_CLAMP + 1.0f) / dense_step) + 1;
+    const int64_t total = (int64_t)(0x100000000ull / step) + 1 + dense;
+    for (int64_t i = 0; i < total; i++) {
+        if (i < dense) {
+            x[fill++] = dense_lo + (float)i * dense_step;
+        } else {
+            const uint32_t b32 = (uint32_t)((uint64_t)(i - dense) * step);
+            memcpy(&x[fill++], &b32, sizeof b32);
+        }
+        if (fill == BATCH || i == total - 1) {
+            memcpy(out, x, (size_t)fill * sizeof *x);
+            kt->softcap(fill, out, 1.0f);
+            for (int64_t k = 0; k < fill; k++) {
+                const double rel = softcap_check(&w, x[k], 1.0f, out[k], qkv_isa_name(kt->isa), k);
+                if (rel > max_rel) {
+                    max_rel = rel;
+                    worst_x = x[k];
+                }
+            }
+            checked += fill;
+            fill = 0;
+        }
+    }
+    printf("# %s softcap: %lld inputs at cap 1, max relative error %.3g (%.2f ulp of 2^-23) at %.9g\n",
+           qkv_isa_name(kt->isa), (long long)checked, max_rel, max_rel / 0x1p-23, worst_x);
+    tap_result(w.failures == 0,
+               "%s softcap: %lld cases of %d caps, specials, sweep; max rel err %.3g <= %.2g, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, (int)(sizeof caps / sizeof caps[0]),
+               max_rel, SOFTCAP_MAX_REL, w.ratio);
+}
+
 /* The vector exp2 over the float range. */
 typedef struct exp_stats {
     double max_rel;
@@ -1814,7 +1958,7 @@ static void check_isa(qkv_isa isa)
            (long long)kt->block_q, (long long)kt->block_k);
     tap_begin(isa, "table");
     tap_result(kt->isa == isa && kt->block_q > 0 && kt->block_k > 0 && kt->gemm_nt &&
-               kt->softmax_tile && kt->pv_tile && kt->exp_shift_scale && kt->add_base2 &&
+               kt->softmax_tile && kt->pv_tile && kt->exp_shift_scale && kt->add_base2 && kt->softcap &&
                kt->cvt_f16_f32 && kt->cvt_bf16_f32 && kt->pack_nt && kt->gemm_packed,
                "%s table is complete", qkv_isa_name(isa));
     test_gemm(kt, twin);
@@ -1825,6 +1969,7 @@ static void check_isa(qkv_isa isa)
     test_softmax(kt, twin);
     test_exp_shift_scale(kt);
     test_add_base2(kt, twin);
+    test_softcap(kt, twin);
     test_exp_sweep(kt);
     test_softmax_exp_sweep(kt);
     test_cvt_all(kt, twin, 0);
