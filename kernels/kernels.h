@@ -83,6 +83,16 @@ static inline int qkv_softcap_vector_cap(float cap)
     return cap >= 0x1p-126f && cap <= 0x1p126f;
 }
 
+/* Whether the SIMD alibi kernels take a row on their vector path: every
+   distance diag - c, c < n, and every c are integers of at most 2^24 in
+   magnitude, so they and their differences are exact in float; other
+   rows go to the scalar twin. */
+static inline int qkv_alibi_vector_row(int64_t n, int64_t diag)
+{
+    const int64_t exact = (int64_t)1 << 24;
+    return n <= exact && diag <= exact && diag - (n - 1) >= -exact;
+}
+
 typedef struct qkv_kernels {
     qkv_isa isa;
 
@@ -146,6 +156,13 @@ typedef struct qkv_kernels {
        relative, against cap * tanh(s / cap) in double (tests/checkkern.c
        measures it). */
     void (*softcap)(int64_t n, float *s, float cap);
+
+    /* s[c] -= slope * (float)|diag - c| for c < n: ALiBi's linear bias on a
+       row of logits, diag being the key index (relative to s[0]) that
+       lines up with the query. The distance is converted exactly when
+       |diag - c| <= 2^24 (rounded to nearest beyond), then the product and
+       the difference round once each, so every ISA gives the same bits. */
+    void (*alibi)(int64_t n, float *s, float slope, int64_t diag);
 
     /* Storage-type conversions to F32 for K and V rows, n >= 1 elements:
        IEEE binary16 and bfloat16, exact (every such value is a float);

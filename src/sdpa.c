@@ -673,14 +673,8 @@ static void transform_row(const task_ctx *t, int64_t r, int64_t j0, int64_t n,
                          h * pr->mask_stride[1] + i * pr->mask_stride[2] + j0;
         t->kt->add_base2(n, s_row, m);
     }
-    if (pr->alibi_slopes) {
-        const float slope = qkv_to_base2(pr->alibi_slopes[h]);
-        const int64_t diag = i + pr->lk - pr->lq;
-        for (int64_t c = 0; c < n; c++) {
-            const int64_t dist = diag - (j0 + c);
-            s_row[c] -= slope * (float)(dist < 0 ? -dist : dist);
-        }
-    }
+    if (pr->alibi_slopes)
+        t->kt->alibi(n, s_row, qkv_to_base2(pr->alibi_slopes[h]), i + pr->lk - pr->lq - j0);
 }
 
 /* Sets to -INFINITY the logits of keys j0..j0+n-1 that row i of batch b

@@ -24,6 +24,8 @@
  *   - softcap against cap * tanh(s / cap) in double and the scalar twin,
  *     for caps on the SIMD path and caps it hands to the twin, with
  *     specials, and a sweep of the float range (max error printed);
+ *   - alibi with diagonals inside and past the exact range of 2^24,
+ *     bitwise against the scalar twin;
  *   - the f16 / bf16 conversions over all 65536 patterns against the scalar
  *     twin and the independent reference conversions;
  *   - every golden case through the public API with that ISA active
@@ -1191,6 +1193,85 @@ static void test_add_base2(const qkv_kernels *kt, const qkv_kernels *twin)
 }
 
 /* ------------------------------------------------------------------ */
+/* alibi                                                              */
+/* ------------------------------------------------------------------ */
+
+/* One row: logits with -inf and NaN among them, the bias of one slope and
+   one diagonal; bitwise against the twin, and within the two roundings of
+   the twin (the distance is exact here) of s - slope * |diag - c| in
+   double. */
+static void alibi_case(const qkv_kernels *kt, const qkv_kernels *twin, int64_t n,
+                       float slope, int64_t diag, worst *w)
+{
+    out_buf o, ot;
+    float *s = out_alloc(&o, 1, n, n), *st = out_alloc(&ot, 1, n, n);
+    float *s0 = malloc((size_t)n * sizeof *s0);
+    if (!s0)
+        abort();
+    for (int64_t c = 0; c < n; c++)
+        s0[c] = s[c] = st[c] = c % 13 == 4 ? -INFINITY : c % 17 == 9 ? NAN
+                                            : rng_uniform(-30.0f, 30.0f);
+    out_snapshot(&o);
+    kt->alibi(n, s, slope, diag);
+    twin->alibi(n, st, slope, diag);
+    if (!out_intact(&o, "alibi s"))
+        w->failures++;
+    for (int64_t c = 0; c < n; c++) {
+        if (!same_float(s[c], st[c])) {
+            w->failures++;
+            note("alibi[%lld]: %a, scalar twin %a (slope %a, diag %lld)", (long long)c, s[c],
+                 st[c], slope, (long long)diag);
+        }
+        const double dist = fabs((double)diag - (double)c);
+        const double want = (double)s0[c] - (double)slope * dist;
+        if (!isfinite(want) || fabs(want) > FLT_MAX) {
+            const int ok = isnan(want) ? isnan(s[c])
+                           : isinf(s[c]) ? !signbit(s[c]) == !signbit(want)
+                                         : fabs(s[c]) >= FLT_MAX * (1.0 - 0x1p-23);
+            if (!ok) {
+                w->failures++;
+                note("alibi[%lld]: got %a, want %g", (long long)c, s[c], want);
+            }
+            continue;
+        }
+        /* The distance rounds to float past 2^24 (the twin's conversion),
+           then the product and the difference once each. */
+        const double tol = 0x1p-23 * (fabs((double)s0[c]) + 2.0 * fabs((double)slope) * dist) +
+                           0x1p-149;
+        check_close(w, s[c], want, tol, "alibi", 0, c);
+    }
+    w->cases++;
+    free(s0);
+    out_free(&o);
+    out_free(&ot);
+}
+
+/* Edge sizes, slopes of both signs, zero and one whose products overflow,
+   and diagonals before, inside and after the row, at the edge of the
+   exact range 2^24 (the SIMD kernels' vector path) and past it (the
+   twin's path). */
+static void test_alibi(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    static const float slopes[] = {0.5f, -0.0625f, 0.0f, 0x1.715476p-3f, 3e37f};
+    const int64_t exact = (int64_t)1 << 24;
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    worst w = {0};
+    tap_begin(kt->isa, "alibi");
+    for (int x = 0; x < count; x++) {
+        const int64_t n = sizes[x];
+        const int64_t diags[] = {0, n / 2, n - 1, n + 5, -7, 100000, exact, exact + 1,
+                                 -exact + n - 1, -exact + n - 2, (int64_t)1 << 40};
+        for (size_t d = 0; d < sizeof diags / sizeof diags[0]; d++)
+            for (size_t k = 0; k < sizeof slopes / sizeof slopes[0]; k++)
+                alibi_case(kt, twin, n, slopes[k], diags[d], &w);
+    }
+    tap_result(w.failures == 0,
+               "%s alibi: %lld rows (diagonals in and past the exact range), bitwise = scalar, worst err/tol %.3g",
+               qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
+}
+
+/* ------------------------------------------------------------------ */
 /* softcap                                                            */
 /* ------------------------------------------------------------------ */
 
@@ -1959,6 +2040,7 @@ static void check_isa(qkv_isa isa)
     tap_begin(isa, "table");
     tap_result(kt->isa == isa && kt->block_q > 0 && kt->block_k > 0 && kt->gemm_nt &&
                kt->softmax_tile && kt->pv_tile && kt->exp_shift_scale && kt->add_base2 && kt->softcap &&
+               kt->alibi &&
                kt->cvt_f16_f32 && kt->cvt_bf16_f32 && kt->pack_nt && kt->gemm_packed,
                "%s table is complete", qkv_isa_name(isa));
     test_gemm(kt, twin);
@@ -1970,6 +2052,7 @@ static void check_isa(qkv_isa isa)
     test_exp_shift_scale(kt);
     test_add_base2(kt, twin);
     test_softcap(kt, twin);
+    test_alibi(kt, twin);
     test_exp_sweep(kt);
     test_softmax_exp_sweep(kt);
     test_cvt_all(kt, twin, 0);
