@@ -8,6 +8,7 @@
  *   qkv-bench --isa avx512 --heads 8 --lq 2048 --dim 128 --causal
  *   qkv-bench --mha --threads 2 --json
  *   qkv-bench --isa avx512 --lq 8192 --window 256,0
+ *   qkv-bench --isa avx512 --softcap 50 --alibi
  *
  * Each measurement warms up until a call takes no more page faults (at
  * most 8 calls), then repeats while it stays within a time budget (and at most --reps times) and reports the
@@ -49,6 +50,8 @@ typedef struct shape {
     qkv_dtype kv_dtype;
     int window;             /* sliding window: query i sees keys j with */
     int64_t window_left, window_right;   /* -left <= j - (i + lk - lq) <= right */
+    float softcap;          /* > 0: logit soft-capping (Gemma 2 uses 50) */
+    int alibi;              /* ALiBi with the standard slopes of `heads` */
 } shape;
 
 typedef struct options {
@@ -77,6 +80,8 @@ static void usage(FILE *f)
         "  --causal          bottom-right causal mask (of the layer, with --mha)\n"
         "  --window L,R      sliding window: query i sees keys i+Lk-Lq-L .. i+Lk-Lq+R\n"
         "                    (a negative side is unlimited; no OpenBLAS baseline)\n"
+        "  --softcap C       logit soft-capping at C > 0 (no OpenBLAS baseline)\n"
+        "  --alibi           ALiBi with the standard slopes (no OpenBLAS baseline)\n"
         "  --kv-dtype T      f32, f16 or bf16 storage of K and V (default f32)\n"
         "  --threads N       num_threads of every call (default 1)\n"
         "  --reps N          at most N timed repetitions (default 10)\n"
@@ -158,7 +163,7 @@ static int parse_window(const char *text, shape *s)
 static void parse_options(int argc, char **argv, options *o)
 {
     enum { OPT_ISA = 256, OPT_HEADS, OPT_KV_HEADS, OPT_LQ, OPT_LK, OPT_DIM,
-           OPT_BATCH, OPT_CAUSAL, OPT_WINDOW, OPT_KV_DTYPE, OPT_THREADS, OPT_REPS,
+           OPT_BATCH, OPT_CAUSAL, OPT_WINDOW, OPT_SOFTCAP, OPT_ALIBI, OPT_KV_DTYPE, OPT_THREADS, OPT_REPS,
            OPT_BUDGET, OPT_CLOCK, OPT_MHA, OPT_NO_BLAS, OPT_JSON, OPT_HELP };
     static const struct option long_opts[] = {
         {"isa", required_argument, NULL, OPT_ISA},
@@ -170,6 +175,8 @@ static void parse_options(int argc, char **argv, options *o)
         {"batch", required_argument, NULL, OPT_BATCH},
         {"causal", no_argument, NULL, OPT_CAUSAL},
         {"window", required_argument, NULL, OPT_WINDOW},
+        {"softcap", required_argument, NULL, OPT_SOFTCAP},
+        {"alibi", no_argument, NULL, OPT_ALIBI},
         {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"reps", required_argument, NULL, OPT_REPS},
@@ -213,6 +220,15 @@ static void parse_options(int argc, char **argv, options *o)
             }
             o->custom_shape = 1;
             break;
+        case OPT_SOFTCAP:
+            s->softcap = strtof(optarg, NULL);
+            if (!(s->softcap > 0.0f) || !isfinite(s->softcap)) {
+                fprintf(stderr, "qkv-bench: --softcap must be a positive number\n");
+                exit(1);
+            }
+            o->custom_shape = 1;
+            break;
+        case OPT_ALIBI:    s->alibi = 1; o->custom_shape = 1; break;
         case OPT_KV_DTYPE:
             if (!parse_dtype(optarg, &s->kv_dtype)) {
                 fprintf(stderr, "qkv-bench: --kv-dtype is f32, f16 or bf16\n");
@@ -387,14 +403,17 @@ static void describe_shape(const result *r, char *buf, size_t size)
         snprintf(buf, size, "d512 H8 T%lld%s", (long long)s->lq, s->causal ? " causal" : "");
         return;
     }
-    char window[48] = "";
+    char window[48] = "", softcap[32] = "";
     if (s->window)
         snprintf(window, sizeof window, " win%lld,%lld",
                  (long long)s->window_left, (long long)s->window_right);
-    snprintf(buf, size, "B%lld H%lld/%lld Lq%lld Lk%lld D%lld%s%s %s",
+    if (s->softcap > 0.0f)
+        snprintf(softcap, sizeof softcap, " cap%g", (double)s->softcap);
+    snprintf(buf, size, "B%lld H%lld/%lld Lq%lld Lk%lld D%lld%s%s%s%s %s",
              (long long)s->batch, (long long)s->heads, (long long)s->kv_heads,
              (long long)s->lq, (long long)s->lk, (long long)s->dim,
-             s->causal ? " causal" : "", window, dtype_name(s->kv_dtype));
+             s->causal ? " causal" : "", window, softcap, s->alibi ? " alibi" : "",
+             dtype_name(s->kv_dtype));
 }
 
 static void print_header(const machine *m, const options *o)
@@ -450,6 +469,10 @@ static void print_json_shape(const result *r)
     if (s->window)
         printf(", \"window_left\": %lld, \"window_right\": %lld",
                (long long)s->window_left, (long long)s->window_right);
+    if (s->softcap > 0.0f)
+        printf(", \"softcap\": %g", (double)s->softcap);
+    if (s->alibi)
+        printf(", \"alibi\": true");
 }
 
 static void print_json_result(const result *r)
@@ -522,6 +545,7 @@ typedef struct sdpa_case {
     shape s;
     qkv_tensor q, k, v, out;
     qkv_sdpa_params params;
+    float *slopes;           /* ALiBi slopes, or NULL */
     qkv_status status;
     /* baseline */
     const qkv_kernels *blas_kt;
@@ -564,6 +588,12 @@ static void sdpa_case_init(sdpa_case *c, const shape *s, int threads)
     c->params.window = s->window;
     c->params.window_left = s->window_left;
     c->params.window_right = s->window_right;
+    c->params.softcap = s->softcap;
+    if (s->alibi) {
+        c->slopes = bench_alloc((size_t)s->heads * sizeof *c->slopes);
+        qkv_alibi_slopes(s->heads, c->slopes);
+        c->params.alibi_slopes = c->slopes;
+    }
     c->params.num_threads = threads;
 }
 
@@ -573,6 +603,7 @@ static void sdpa_case_free(sdpa_case *c)
     bench_free(c->k.data);
     bench_free(c->v.data);
     bench_free(c->out.data);
+    bench_free(c->slopes);
     bench_free(c->blas_scratch);
 }
 
@@ -596,7 +627,8 @@ static void run_blas(void *ctx)
 static void time_baseline(sdpa_case *c, const options *o, double *ns, double *softmax_ns)
 {
     *ns = *softmax_ns = 0.0;
-    if (!o->blas || !bench_blas_available() || c->s.kv_dtype != QKV_F32 || c->s.window)
+    if (!o->blas || !bench_blas_available() || c->s.kv_dtype != QKV_F32 || c->s.window ||
+        c->s.softcap > 0.0f || c->s.alibi)
         return;
     c->blas_kt = qkv_kernels_active();
     const int64_t floats = bench_blas_scratch_floats(c->s.lq, c->s.lk);
@@ -785,7 +817,8 @@ static void bench_mha(int causal, const machine *m, const options *o)
 /* ------------------------------------------------------------------ */
 
 /* Prefill shapes of the performance targets, a small one, decode (one
-   query against a long F32 / F16 / BF16 cache) and a sliding window. Scalar runs only the
+   query against a long F32 / F16 / BF16 cache), a sliding window, and
+   the logit transforms (softcap at Gemma 2's 50, ALiBi). Scalar runs only the
    cheap ones unless asked for by --isa: at a few GFLOP/s the big shapes
    would take minutes. */
 static const shape default_suite[] = {
@@ -801,6 +834,8 @@ static const shape default_suite[] = {
     /* Sliding-window prefill: FLOPs over the visible keys only. */
     {HEADS8, .lq = 8192, .lk = 8192, .dim = 64, .kv_dtype = QKV_F32,
      .window = 1, .window_left = 256, .window_right = 0},
+    {HEADS8, .lq = 2048, .lk = 2048, .dim = 64, .kv_dtype = QKV_F32, .softcap = 50.0f},
+    {HEADS8, .lq = 2048, .lk = 2048, .dim = 64, .kv_dtype = QKV_F32, .alibi = 1},
 #undef HEADS8
 };
 
