@@ -11,8 +11,8 @@
  *   qkv-bench --isa avx512 --softcap 50 --alibi
  *
  * Each measurement warms up until a call takes no more page faults (at
- * most 8 calls), then repeats while it stays within a time budget (and at most --reps times) and reports the
- * median.
+ * most 8 calls), then repeats while it stays within a time budget (and at
+ * most --reps times) and reports the median.
  * FLOPs of attention are 4 * B * H * D * (visible query-key pairs): two
  * GEMMs of 2 FLOPs per multiply-add; a causal square problem counts only
  * its unmasked half, a sliding window only the keys inside it. The multi-head layer adds 2 * tokens * in * out for
@@ -163,8 +163,8 @@ static int parse_window(const char *text, shape *s)
 static void parse_options(int argc, char **argv, options *o)
 {
     enum { OPT_ISA = 256, OPT_HEADS, OPT_KV_HEADS, OPT_LQ, OPT_LK, OPT_DIM,
-           OPT_BATCH, OPT_CAUSAL, OPT_WINDOW, OPT_SOFTCAP, OPT_ALIBI, OPT_KV_DTYPE, OPT_THREADS, OPT_REPS,
-           OPT_BUDGET, OPT_CLOCK, OPT_MHA, OPT_NO_BLAS, OPT_JSON, OPT_HELP };
+           OPT_BATCH, OPT_CAUSAL, OPT_WINDOW, OPT_SOFTCAP, OPT_ALIBI, OPT_KV_DTYPE,
+           OPT_THREADS, OPT_REPS, OPT_BUDGET, OPT_CLOCK, OPT_MHA, OPT_NO_BLAS, OPT_JSON, OPT_HELP };
     static const struct option long_opts[] = {
         {"isa", required_argument, NULL, OPT_ISA},
         {"heads", required_argument, NULL, OPT_HEADS},
@@ -299,12 +299,12 @@ typedef struct timing {
    most max_reps); a warm-up that alone exceeds the budget is the
    measurement, so slow paths (scalar) do not take minutes.
    The warm-up goes on while a call takes page faults, up to MAX_WARMUPS
-   calls and four times the budget: until then the allocator is still serving
-   the call's scratch from fresh pages (from mmap, or a heap it has just
-   grown), which a caller in a loop does not see once it settles. glibc
-   settles after up to five calls of the multi-head layer (20 MB of
-   workspace and scratch at 2048 tokens), whose faults cost 6-9% of a
-   call on this kind of machine. */
+   calls and four times the budget: until then the allocator is still
+   serving the call's scratch from fresh pages (from mmap, or a heap it has
+   just grown), which a caller in a loop does not see once it settles.
+   glibc settles after up to five calls of the multi-head layer (20 MB of
+   workspace and scratch at 2048 tokens), whose faults cost 6-9% of a call
+   on this kind of machine. */
 static timing measure(run_fn fn, void *ctx, const options *o)
 {
     double total = 0.0, warm = 0.0;

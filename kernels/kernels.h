@@ -150,7 +150,8 @@ typedef struct qkv_kernels {
 
     /* s[j] = cap * tanh(s[j] / cap) for j < n, cap > 0 and finite: the
        logit soft-capping of Gemma 2 (the same in natural or base-2 units
-       with the cap converted alike). NaN stays NaN, +-inf gives +-cap.
+       with the cap converted alike). NaN stays NaN, +-0 stays +-0, +-inf
+       gives +-cap (within the error below).
        The scalar twin calls tanhf; the SIMD kernels use the rational
        approximation above. Both are within 2.5e-7 of the result,
        relative, against cap * tanh(s / cap) in double (tests/checkkern.c
