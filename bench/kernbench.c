@@ -20,6 +20,8 @@
  *   add_base2     block_k elements (one row of a mask on a score tile)
  *   softcap       block_k elements (a row of a score tile, Gemma 2's cap)
  *   alibi         block_k elements (a row of a score tile)
+ *   scale_row     64 elements (a query row scaled into scratch, an output
+ *                 row divided by its sum)
  *   cvt_f16_f32, cvt_bf16_f32   one K/V row: D elements
  *   qk_stream, pv_stream  1 x block_k x 128 and 4 x block_k x 128, K/V in
  *                 F32, F16 and BF16 (decoding, one query row or a KV group)
@@ -57,7 +59,7 @@
 
 typedef enum kernel_id {
     K_GEMM_NT, K_SOFTMAX_TILE, K_PV_TILE, K_EXP_SHIFT_SCALE, K_ADD_BASE2, K_SOFTCAP, K_ALIBI,
-    K_CVT_F16, K_CVT_BF16,
+    K_SCALE_ROW, K_CVT_F16, K_CVT_BF16,
     K_QK_STREAM_F32, K_QK_STREAM_F16, K_QK_STREAM_BF16,
     K_PV_STREAM_F32, K_PV_STREAM_F16, K_PV_STREAM_BF16,
     K_PACK_NT, K_GEMM_PACKED, K_GEMM_PROJ, K_WALK
@@ -65,7 +67,7 @@ typedef enum kernel_id {
 
 static const char *const kernel_names[] = {
     "gemm_nt", "softmax_tile", "pv_tile", "exp_shift_scale", "add_base2", "softcap", "alibi",
-    "cvt_f16_f32", "cvt_bf16_f32",
+    "scale_row", "cvt_f16_f32", "cvt_bf16_f32",
     "qk_stream_f32", "qk_stream_f16", "qk_stream_bf16",
     "pv_stream_f32", "pv_stream_f16", "pv_stream_bf16",
     "pack_nt", "gemm_packed", "gemm (driver)", "walk",
@@ -137,6 +139,7 @@ static int cases_for(const qkv_kernels *kt, kcase *out)
     out[n++] = (kcase){K_ADD_BASE2, 1, bk, 0, 0, "mask row on a score tile"};
     out[n++] = (kcase){K_SOFTCAP, 1, bk, 0, 0, "softcap row of a score tile"};
     out[n++] = (kcase){K_ALIBI, 1, bk, 0, 0, "ALiBi bias on a row of a score tile"};
+    out[n++] = (kcase){K_SCALE_ROW, 1, 64, 0, 0, "a scaled query row, an output row, D=64"};
     out[n++] = (kcase){K_CVT_F16, 1, 64, 0, 0, "K/V row, D=64"};
     out[n++] = (kcase){K_CVT_F16, 1, 128, 0, 0, "K/V row, D=128"};
     out[n++] = (kcase){K_CVT_BF16, 1, 64, 0, 0, "K/V row, D=64"};
@@ -245,6 +248,9 @@ static void run_case(const qkv_kernels *kt, const kcase *c, const buffers *b)
         /* In place, with +- the same bias every other call, so that the
            logits stay where they started. */
         kt->alibi(c->n, b->dst, alibi_calls++ % 2 ? -0.0625f : 0.0625f, 1000);
+        break;
+    case K_SCALE_ROW:
+        kt->scale_row(c->n, b->src, 0.125f, b->dst);
         break;
     case K_CVT_F16:
         kt->cvt_f16_f32(c->n, b->f16, b->dst);

@@ -165,6 +165,11 @@ typedef struct qkv_kernels {
        the difference round once each, so every ISA gives the same bits. */
     void (*alibi)(int64_t n, float *s, float slope, int64_t diag);
 
+    /* dst[j] = src[j] * mul for j < n (one rounding, so every ISA gives
+       the same bits); src and dst do not overlap. The driver's copy of
+       the scaled queries into scratch and its final out = acc / sum. */
+    void (*scale_row)(int64_t n, const float *src, float mul, float *dst);
+
     /* Storage-type conversions to F32 for K and V rows, n >= 1 elements:
        IEEE binary16 and bfloat16, exact (every such value is a float);
        inf, NaN and subnormals are preserved. */

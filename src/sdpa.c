@@ -830,8 +830,7 @@ static void load_scaled_queries(const task_ctx *t)
         const float *src = pr->q + t->b * pr->q_stride[0] +
                            row_head(t, r) * pr->q_stride[1] +
                            row_index(t, r) * pr->q_stride[2];
-        for (int64_t c = 0; c < pr->d; c++)
-            qbuf[r * pr->d + c] = scale * src[c];
+        t->kt->scale_row(pr->d, src, scale, qbuf + r * pr->d);
     }
 }
 
@@ -868,16 +867,15 @@ static float row_lse(const sdpa_problem *pr, int64_t h, float row_max, float row
 }
 
 /* out, lse of one row from its final statistics. */
-static void finish_row(const sdpa_problem *pr, int64_t b, int64_t h, int64_t i,
-                       const float *acc, float row_max, float row_sum)
+static void finish_row(const qkv_kernels *kt, const sdpa_problem *pr, int64_t b,
+                       int64_t h, int64_t i, const float *acc, float row_max,
+                       float row_sum)
 {
     float *dst = pr->out + b * pr->out_stride[0] + h * pr->out_stride[1] +
                  i * pr->out_stride[2];
     /* row_sum is 0 only if every key of the row was blocked (and no sink);
        a NaN sum (a NaN or +inf logit) must reach out, weights and lse. */
-    const float inv = row_sum != 0.0f ? 1.0f / row_sum : 0.0f;
-    for (int64_t c = 0; c < pr->dv; c++)
-        dst[c] = acc[c] * inv;
+    kt->scale_row(pr->dv, acc, row_sum != 0.0f ? 1.0f / row_sum : 0.0f, dst);
     if (pr->lse) {
         const int64_t row = (b * pr->heads + h) * pr->lq + i;
         pr->lse[row] = row_lse(pr, h, row_max, row_sum);
@@ -1083,8 +1081,9 @@ static void store_partials(const task_ctx *t, const task_plan *tp,
 
 /* Merges the chunks of one row by log-sum-exp, in chunk order, starting
    from the sink, and writes out and lse. acc is dv floats of scratch. */
-static void merge_row(const sdpa_problem *pr, const task_plan *tp,
-                      int64_t item, const float *partials, float *acc)
+static void merge_row(const qkv_kernels *kt, const sdpa_problem *pr,
+                      const task_plan *tp, int64_t item, const float *partials,
+                      float *acc)
 {
     const int64_t width = partial_floats(pr);
     const int64_t rows_per_set = tp->rows_per_head * tp->heads_per_task;
@@ -1115,7 +1114,7 @@ static void merge_row(const sdpa_problem *pr, const task_plan *tp,
                 acc[d] += p[2 + d] * f;
         }
     }
-    finish_row(pr, b, h, i, acc, m, sum);
+    finish_row(kt, pr, b, h, i, acc, m, sum);
 }
 
 static void run_task(task_ctx *t, const task_plan *tp, int64_t task,
@@ -1134,7 +1133,7 @@ static void run_task(task_ctx *t, const task_plan *tp, int64_t task,
     const float *row_max = t->scratch + t->lay->row_max;
     const float *row_sum = t->scratch + t->lay->row_sum;
     for (int64_t r = 0; r < t->rows; r++)
-        finish_row(t->pr, t->b, row_head(t, r), row_index(t, r),
+        finish_row(t->kt, t->pr, t->b, row_head(t, r), row_index(t, r),
                    acc + r * t->pr->dv, row_max[r], row_sum[r]);
     if (t->pr->weights)
         write_weights(t);
@@ -1187,7 +1186,7 @@ static qkv_status run(const qkv_kernels *kt, const sdpa_problem *pr)
 #pragma omp for schedule(static)
 #endif
         for (int64_t item = 0; item < merge_items; item++)
-            merge_row(pr, &tp, item, partials, mine + lay.acc);
+            merge_row(kt, pr, &tp, item, partials, mine + lay.acc);
     }
     qkv_free(scratch);
     return QKV_OK;

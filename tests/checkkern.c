@@ -26,6 +26,7 @@
  *     specials, and a sweep of the float range (max error printed);
  *   - alibi with diagonals inside and past the exact range of 2^24,
  *     bitwise against the scalar twin;
+ *   - scale_row against the correctly rounded product and the twin;
  *   - the f16 / bf16 conversions over all 65536 patterns against the scalar
  *     twin and the independent reference conversions;
  *   - every golden case through the public API with that ISA active
@@ -1272,6 +1273,62 @@ static void test_alibi(const qkv_kernels *kt, const qkv_kernels *twin)
 }
 
 /* ------------------------------------------------------------------ */
+/* scale_row                                                          */
+/* ------------------------------------------------------------------ */
+
+/* One row at one multiplier, src in a read-only page that ends where the
+   row does: every element must be the correctly rounded product, which
+   the product in double (exact for two floats) rounded to float is. */
+static void scale_row_case(const qkv_kernels *kt, const qkv_kernels *twin, int64_t n,
+                           float mul, worst *w)
+{
+    static const float specials[] = {INFINITY, -INFINITY, NAN, 0.0f, -0.0f, FLT_MAX,
+                                     -FLT_MIN, 1e-40f, 3.0f};
+    const int64_t count = (int64_t)(sizeof specials / sizeof specials[0]);
+    input_buf in;
+    float *src = input_floats(&in, n);
+    for (int64_t j = 0; j < n; j++)
+        src[j] = j % 4 == 3 ? specials[(j / 4) % count] : rng_uniform(-8.0f, 8.0f);
+    input_seal(&in);
+    out_buf o, ot;
+    float *dst = out_alloc(&o, 1, n, n), *dt = out_alloc(&ot, 1, n, n);
+    out_snapshot(&o);
+    kt->scale_row(n, src, mul, dst);
+    twin->scale_row(n, src, mul, dt);
+    if (!out_intact(&o, "scale_row dst"))
+        w->failures++;
+    for (int64_t j = 0; j < n; j++) {
+        const float want = (float)((double)src[j] * (double)mul);
+        if (!same_float(dst[j], want) || !same_float(dt[j], want)) {
+            w->failures++;
+            note("scale_row[%lld]: %a * %a: got %a, twin %a, want %a", (long long)j, src[j],
+                 mul, dst[j], dt[j], want);
+        }
+    }
+    w->cases++;
+    out_free(&o);
+    out_free(&ot);
+    input_free(&in);
+}
+
+/* Edge sizes and multipliers that round, overflow, underflow, or are 0
+   (a row with no key seen), against the correctly rounded product. */
+static void test_scale_row(const qkv_kernels *kt, const qkv_kernels *twin)
+{
+    static const float muls[] = {0.125f, 1.0f / 3.0f, -7.5f, 0.0f, 1e30f, 1e-30f, 0x1.715476p-3f};
+    int64_t sizes[MAX_SIZES];
+    const int count = edge_sizes(kt->isa, sizes);
+    worst w = {0};
+    tap_begin(kt->isa, "scale_row");
+    for (int x = 0; x < count; x++)
+        for (size_t k = 0; k < sizeof muls / sizeof muls[0]; k++)
+            scale_row_case(kt, twin, sizes[x], muls[k], &w);
+    tap_result(w.failures == 0,
+               "%s scale_row: %lld rows, specials, correctly rounded and bitwise = scalar",
+               qkv_isa_name(kt->isa), (long long)w.cases);
+}
+
+/* ------------------------------------------------------------------ */
 /* softcap                                                            */
 /* ------------------------------------------------------------------ */
 
@@ -2040,7 +2097,7 @@ static void check_isa(qkv_isa isa)
     tap_begin(isa, "table");
     tap_result(kt->isa == isa && kt->block_q > 0 && kt->block_k > 0 && kt->gemm_nt &&
                kt->softmax_tile && kt->pv_tile && kt->exp_shift_scale && kt->add_base2 && kt->softcap &&
-               kt->alibi &&
+               kt->alibi && kt->scale_row &&
                kt->cvt_f16_f32 && kt->cvt_bf16_f32 && kt->pack_nt && kt->gemm_packed,
                "%s table is complete", qkv_isa_name(isa));
     test_gemm(kt, twin);
@@ -2053,6 +2110,7 @@ static void check_isa(qkv_isa isa)
     test_add_base2(kt, twin);
     test_softcap(kt, twin);
     test_alibi(kt, twin);
+    test_scale_row(kt, twin);
     test_exp_sweep(kt);
     test_softmax_exp_sweep(kt);
     test_cvt_all(kt, twin, 0);

@@ -14,6 +14,7 @@ const qkv_kernels qkv_kernels_avx2 = {
     .add_base2 = qkv_add_base2_avx2,
     .softcap = qkv_softcap_avx2,
     .alibi = qkv_alibi_avx2,
+    .scale_row = qkv_scale_row_avx2,
     .cvt_f16_f32 = qkv_cvt_f16_f32_avx2,
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_avx2,
     .pack_nt = qkv_pack_nt_avx2,

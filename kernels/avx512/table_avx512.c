@@ -16,6 +16,7 @@ const qkv_kernels qkv_kernels_avx512 = {
     .add_base2 = qkv_add_base2_avx512,
     .softcap = qkv_softcap_avx512,
     .alibi = qkv_alibi_avx512,
+    .scale_row = qkv_scale_row_avx512,
     .cvt_f16_f32 = qkv_cvt_f16_f32_avx512,
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_avx512,
     .pack_nt = qkv_pack_nt_avx512,

@@ -13,6 +13,7 @@ const qkv_kernels qkv_kernels_neon = {
     .add_base2 = qkv_add_base2_neon,
     .softcap = qkv_softcap_neon,
     .alibi = qkv_alibi_neon,
+    .scale_row = qkv_scale_row_neon,
     .cvt_f16_f32 = qkv_cvt_f16_f32_neon,
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_neon,
     .pack_nt = qkv_pack_nt_neon,

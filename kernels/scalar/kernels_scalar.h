@@ -24,6 +24,7 @@ void qkv_pv_tile_scalar(int64_t m, int64_t n, int64_t dv,
 void qkv_add_base2_scalar(int64_t n, float *s, const float *m);
 void qkv_softcap_scalar(int64_t n, float *s, float cap);
 void qkv_alibi_scalar(int64_t n, float *s, float slope, int64_t diag);
+void qkv_scale_row_scalar(int64_t n, const float *src, float mul, float *dst);
 void qkv_exp_shift_scale_scalar(int64_t n, const float *src, float shift,
                                 float mul, float *dst);
 void qkv_cvt_f16_f32_scalar(int64_t n, const uint16_t *src, float *dst);

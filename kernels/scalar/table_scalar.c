@@ -12,6 +12,7 @@ const qkv_kernels qkv_kernels_scalar = {
     .add_base2 = qkv_add_base2_scalar,
     .softcap = qkv_softcap_scalar,
     .alibi = qkv_alibi_scalar,
+    .scale_row = qkv_scale_row_scalar,
     .cvt_f16_f32 = qkv_cvt_f16_f32_scalar,
     .cvt_bf16_f32 = qkv_cvt_bf16_f32_scalar,
     .pack_nt = qkv_pack_nt_scalar,
