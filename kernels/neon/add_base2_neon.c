@@ -6,13 +6,13 @@
  * qkv_add_base2_scalar (kernels/scalar/add_base2_scalar.c), so the results
  * are bitwise equal.
  *
- * Tail: the last n % 4 entries go through 4-float stack copies; nothing
- * outside s[0..n-1] and m[0..n-1] is touched. Any alignment.
+ * Tail: the last n % 4 entries go through qkv_tail_load_neon and
+ * qkv_tail_store_neon (kernels_neon.h); nothing outside s[0..n-1] and
+ * m[0..n-1] is touched. Any alignment.
  */
 #include <arm_neon.h>
 #include <float.h>
 #include <math.h>
-#include <string.h>
 
 #include "kernels_neon.h"
 
@@ -38,12 +38,7 @@ void qkv_add_base2_neon(int64_t n, float *s, const float *m)
     int64_t j = 0;
     for (; j + 4 <= n; j += 4)
         vst1q_f32(s + j, add4(vld1q_f32(s + j), vld1q_f32(m + j)));
-    if (j < n) {
-        float s_tail[4] = {0}, m_tail[4] = {0};
-        const size_t bytes = (size_t)(n - j) * sizeof(float);
-        memcpy(s_tail, s + j, bytes);
-        memcpy(m_tail, m + j, bytes);
-        vst1q_f32(s_tail, add4(vld1q_f32(s_tail), vld1q_f32(m_tail)));
-        memcpy(s + j, s_tail, bytes);
-    }
+    if (j < n)
+        qkv_tail_store_neon(s + j, n - j, add4(qkv_tail_load_neon(s + j, n - j, 0.0f),
+                                               qkv_tail_load_neon(m + j, n - j, 0.0f)));
 }

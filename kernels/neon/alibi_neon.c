@@ -8,11 +8,11 @@
  * product and the difference, rounded once each (no fused multiply-add)
  * as in the twin, so the results are bitwise equal.
  *
- * Tail: the last n % 4 logits go through a 4-float stack copy; nothing
- * outside s[0..n-1] is touched. Any alignment.
+ * Tail: the last n % 4 logits go through qkv_tail_load_neon and
+ * qkv_tail_store_neon (kernels_neon.h); nothing outside s[0..n-1] is
+ * touched. Any alignment.
  */
 #include <arm_neon.h>
-#include <string.h>
 
 #include "kernels_neon.h"
 #include "kernels_scalar.h"
@@ -36,11 +36,7 @@ void qkv_alibi_neon(int64_t n, float *s, float slope, int64_t diag)
         vst1q_f32(s + c, alibi4(vld1q_f32(s + c), dist, slope_v));
         dist = vsubq_f32(dist, step);
     }
-    if (c < n) {
-        float tail[4] = {0};
-        const size_t bytes = (size_t)(n - c) * sizeof(float);
-        memcpy(tail, s + c, bytes);
-        vst1q_f32(tail, alibi4(vld1q_f32(tail), dist, slope_v));
-        memcpy(s + c, tail, bytes);
-    }
+    if (c < n)
+        qkv_tail_store_neon(s + c, n - c,
+                            alibi4(qkv_tail_load_neon(s + c, n - c, 0.0f), dist, slope_v));
 }

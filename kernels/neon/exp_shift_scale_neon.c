@@ -5,14 +5,13 @@
  * element is read before it is written. Scalar twin: qkv_exp_shift_scale_scalar
  * (kernels/scalar/exp_shift_scale_scalar.c).
  *
- * Four elements per step; the last n % 4 go through a 4-float stack copy
- * (padded with -inf, whose results are dropped), so the tail uses the same
- * exp2 as the body without reading past src[n-1] or writing past dst[n-1].
- * Any alignment.
+ * Four elements per step; the last n % 4 go through qkv_tail_load_neon
+ * (padded with -inf, whose results are dropped) and qkv_tail_store_neon
+ * (kernels_neon.h), so the tail uses the same exp2 as the body without
+ * reading past src[n-1] or writing past dst[n-1]. Any alignment.
  */
 #include <arm_neon.h>
 #include <math.h>
-#include <string.h>
 
 #include "exp_neon.h"
 #include "kernels_neon.h"
@@ -32,10 +31,8 @@ void qkv_exp_shift_scale_neon(int64_t n, const float *src, float shift,
     for (; j + 4 <= n; j += 4)
         vst1q_f32(dst + j, exp_shift_scale4(vld1q_f32(src + j), vshift, vmul));
     const int64_t rest = n - j;
-    if (rest > 0) {
-        float tail[4] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY };
-        memcpy(tail, src + j, (size_t)rest * sizeof(float));
-        vst1q_f32(tail, exp_shift_scale4(vld1q_f32(tail), vshift, vmul));
-        memcpy(dst + j, tail, (size_t)rest * sizeof(float));
-    }
+    if (rest > 0)
+        qkv_tail_store_neon(dst + j, rest,
+                            exp_shift_scale4(qkv_tail_load_neon(src + j, rest, -INFINITY),
+                                             vshift, vmul));
 }

@@ -4,6 +4,7 @@
 #define QKV_KERNELS_NEON_H
 
 #include <arm_neon.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -55,6 +56,23 @@ qkv_fma_lane_neon(float32x4_t sum, float32x4_t x, float32x4_t w, int lane)
     case 2:  return vfmaq_laneq_f32(sum, x, w, 2);
     default: return vfmaq_laneq_f32(sum, x, w, 3);
     }
+}
+
+/* A row's last count (1..3) floats in the low lanes, the other lanes
+   `fill`: a tail read that touches nothing past p[count - 1]. */
+static inline float32x4_t qkv_tail_load_neon(const float *p, int64_t count, float fill)
+{
+    float buf[4] = {fill, fill, fill, fill};
+    memcpy(buf, p, (size_t)count * sizeof(float));
+    return vld1q_f32(buf);
+}
+
+/* The low count (1..3) lanes of v to p[0..count-1], nothing past them. */
+static inline void qkv_tail_store_neon(float *p, int64_t count, float32x4_t v)
+{
+    float buf[4];
+    vst1q_f32(buf, v);
+    memcpy(p, buf, (size_t)count * sizeof(float));
 }
 
 #endif /* QKV_KERNELS_NEON_H */

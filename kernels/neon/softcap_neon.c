@@ -11,11 +11,11 @@
  * error against cap * tanh(s / cap) in double, measured by
  * tests/checkkern.c under emulation: relative 2.5e-7 (2.1 x 2^-23).
  *
- * Tail: the last n % 4 logits go through a 4-float stack copy; nothing
- * outside s[0..n-1] is touched. Any alignment.
+ * Tail: the last n % 4 logits go through qkv_tail_load_neon and
+ * qkv_tail_store_neon (kernels_neon.h); nothing outside s[0..n-1] is
+ * touched. Any alignment.
  */
 #include <arm_neon.h>
-#include <string.h>
 
 #include "kernels_neon.h"
 #include "kernels_scalar.h"
@@ -53,11 +53,7 @@ void qkv_softcap_neon(int64_t n, float *s, float cap)
     int64_t j = 0;
     for (; j + 4 <= n; j += 4)
         vst1q_f32(s + j, softcap4(vld1q_f32(s + j), cap_v, inv_cap));
-    if (j < n) {
-        float tail[4] = {0};
-        const size_t bytes = (size_t)(n - j) * sizeof(float);
-        memcpy(tail, s + j, bytes);
-        vst1q_f32(tail, softcap4(vld1q_f32(tail), cap_v, inv_cap));
-        memcpy(s + j, tail, bytes);
-    }
+    if (j < n)
+        qkv_tail_store_neon(s + j, n - j,
+                            softcap4(qkv_tail_load_neon(s + j, n - j, 0.0f), cap_v, inv_cap));
 }
