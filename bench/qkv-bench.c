@@ -9,6 +9,8 @@
  *   qkv-bench --mha --threads 2 --json
  *   qkv-bench --isa avx512 --lq 8192 --window 256,0
  *   qkv-bench --isa avx512 --softcap 50 --alibi
+ *   qkv-bench --runs 40            the suite 40 times, then per row the
+ *                                  median and range over the runs
  *
  * Each measurement warms up until a call takes no more page faults (at
  * most 8 calls), then repeats while it stays within a time budget (and at
@@ -39,7 +41,7 @@
 /* Options                                                            */
 /* ------------------------------------------------------------------ */
 
-enum { MAX_REPS = 100, MAX_ISAS = 4 };
+enum { MAX_REPS = 100, MAX_ISAS = 4, MAX_RUNS = 1000 };
 /* Warm-up calls at most, and the page faults below which a call counts as
    settled (a few pages of stack or of a library's lazy state). */
 enum { MAX_WARMUPS = 8, WARM_FAULTS = 16 };
@@ -64,6 +66,7 @@ typedef struct options {
     int json, blas, mha;
     int custom_shape;        /* a shape option was given */
     int clock;               /* -1 (default), or a bench_clock */
+    int runs;                /* the whole selection this many times */
     shape custom;
 } options;
 
@@ -86,6 +89,9 @@ static void usage(FILE *f)
         "  --threads N       num_threads of every call (default 1)\n"
         "  --reps N          at most N timed repetitions (default 10)\n"
         "  --budget S        seconds of repetitions per measurement (default 0.5)\n"
+        "  --runs N          everything N times in turn, then a summary: per row,\n"
+        "                    the median over the runs and the range of %%peak\n"
+        "                    (default 1; the host's load moves single runs)\n"
         "  --clock C         wall, or cpu: CPU time of the calling thread, which\n"
         "                    leaves out time descheduled on a busy machine\n"
         "                    (default: cpu with one thread, else wall)\n"
@@ -164,7 +170,8 @@ static void parse_options(int argc, char **argv, options *o)
 {
     enum { OPT_ISA = 256, OPT_HEADS, OPT_KV_HEADS, OPT_LQ, OPT_LK, OPT_DIM,
            OPT_BATCH, OPT_CAUSAL, OPT_WINDOW, OPT_SOFTCAP, OPT_ALIBI, OPT_KV_DTYPE,
-           OPT_THREADS, OPT_REPS, OPT_BUDGET, OPT_CLOCK, OPT_MHA, OPT_NO_BLAS, OPT_JSON, OPT_HELP };
+           OPT_THREADS, OPT_REPS, OPT_BUDGET, OPT_RUNS, OPT_CLOCK, OPT_MHA, OPT_NO_BLAS,
+           OPT_JSON, OPT_HELP };
     static const struct option long_opts[] = {
         {"isa", required_argument, NULL, OPT_ISA},
         {"heads", required_argument, NULL, OPT_HEADS},
@@ -181,6 +188,7 @@ static void parse_options(int argc, char **argv, options *o)
         {"threads", required_argument, NULL, OPT_THREADS},
         {"reps", required_argument, NULL, OPT_REPS},
         {"budget", required_argument, NULL, OPT_BUDGET},
+        {"runs", required_argument, NULL, OPT_RUNS},
         {"clock", required_argument, NULL, OPT_CLOCK},
         {"mha", no_argument, NULL, OPT_MHA},
         {"no-blas", no_argument, NULL, OPT_NO_BLAS},
@@ -189,6 +197,7 @@ static void parse_options(int argc, char **argv, options *o)
         {NULL, 0, NULL, 0},
     };
     *o = (options){.threads = 1, .max_reps = 10, .budget_ns = 0.5e9, .blas = 1, .clock = -1,
+                   .runs = 1,
                    .custom = {.batch = 1, .heads = 8, .lq = 2048, .dim = 64}};
     shape *s = &o->custom;
     int opt;
@@ -243,6 +252,15 @@ static void parse_options(int argc, char **argv, options *o)
                 o->max_reps = MAX_REPS;
             break;
         case OPT_BUDGET:   o->budget_ns = atof(optarg) * 1e9; break;
+        case OPT_RUNS: {
+            const int64_t runs = parse_size(optarg, "--runs");
+            if (runs > MAX_RUNS) {
+                fprintf(stderr, "qkv-bench: --runs is at most %d\n", MAX_RUNS);
+                exit(1);
+            }
+            o->runs = (int)runs;
+            break;
+        }
         case OPT_CLOCK:
             if (strcmp(optarg, "wall") && strcmp(optarg, "cpu")) {
                 fprintf(stderr, "qkv-bench: --clock is wall or cpu\n");
@@ -384,6 +402,7 @@ typedef struct result {
     double start_peak_pct;   /* against the peak measured at the start */
     double kv_bytes, kv_gbs, bw_pct;       /* decode only (kv_bytes > 0) */
     double blas_ns, blas_softmax_ns;       /* 0 when no baseline */
+    int run, row;            /* with --runs: which run, which row of it */
 } result;
 
 typedef struct machine {
@@ -392,9 +411,11 @@ typedef struct machine {
     double read_gbs;
 } machine;
 
-enum { MAX_RESULTS = 128 };
-static result results[MAX_RESULTS];
-static int n_results;
+/* Every row of every run, in order. */
+static result *results;
+static int n_results, results_capacity;
+/* The run being measured, and the rows it has recorded so far. */
+static int current_run, rows_this_run;
 
 static void describe_shape(const result *r, char *buf, size_t size)
 {
@@ -475,9 +496,12 @@ static void print_json_shape(const result *r)
         printf(", \"alibi\": true");
 }
 
-static void print_json_result(const result *r)
+static void print_json_result(const result *r, int with_run)
 {
-    printf("    {\"isa\": \"%s\", \"op\": \"%s\", ", qkv_isa_name(r->isa), r->op);
+    printf("    {");
+    if (with_run)
+        printf("\"run\": %d, ", r->run);
+    printf("\"isa\": \"%s\", \"op\": \"%s\", ", qkv_isa_name(r->isa), r->op);
     print_json_shape(r);
     if (r->status) {
         printf(", \"status\": ");
@@ -498,24 +522,6 @@ static void print_json_result(const result *r)
     printf("}");
 }
 
-static void print_json(const machine *m, const options *o)
-{
-    printf("{\n  \"cpu\": ");
-    bench_json_string(m->cpu);
-    printf(",\n  \"date\": \"%s\",\n  \"threads\": %d,\n  \"clock\": \"%s\",\n  \"baseline\": ",
-           m->date, o->threads, bench_clock_name());
-    bench_json_string(o->blas && bench_blas_available() ? bench_blas_name() : "none");
-    printf(",\n  \"read_bandwidth_gbs\": %.3f,\n  \"fma_peak_gflops\": {", m->read_gbs);
-    for (int i = 0; i < o->n_isas; i++)
-        printf("%s\"%s\": %.3f", i ? ", " : "", qkv_isa_name(o->isas[i]), m->peak[o->isas[i]]);
-    printf("},\n  \"results\": [\n");
-    for (int i = 0; i < n_results; i++) {
-        print_json_result(&results[i]);
-        printf(i + 1 < n_results ? ",\n" : "\n");
-    }
-    printf("  ]\n}\n");
-}
-
 /* Fills in the derived numbers, stores the result and prints its row. */
 static void record(result r, const machine *m, const options *o)
 {
@@ -530,11 +536,151 @@ static void record(result r, const machine *m, const options *o)
             r.bw_pct = m->read_gbs > 0.0 ? 100.0 * r.kv_gbs / m->read_gbs : 0.0;
         }
     }
+    r.run = current_run;
+    r.row = rows_this_run++;
     if (!o->json)
         print_row(&r);
-    if (n_results < MAX_RESULTS)
-        results[n_results++] = r;
+    if (n_results == results_capacity) {
+        results_capacity = results_capacity ? 2 * results_capacity : 64;
+        results = realloc(results, (size_t)results_capacity * sizeof *results);
+        if (!results) {
+            fprintf(stderr, "qkv-bench: out of memory for the results\n");
+            exit(2);
+        }
+    }
+    results[n_results++] = r;
 }
+
+/* ------------------------------------------------------------------ */
+/* Summary over the runs (--runs)                                     */
+/* ------------------------------------------------------------------ */
+
+/* One row of the suite over every run that measured it: medians, and the
+   range of % peak. vs BLAS and % BW are the medians of each run's own
+   ratio (the baseline is measured seconds before the row, in the same
+   conditions as far as anything is). */
+typedef struct row_summary {
+    const result *first;     /* the row as measured in its first run */
+    int runs;                /* runs that measured it (not skipped, no error) */
+    double gflops, peak_pct, peak_pct_min, peak_pct_max;
+    double vs_blas, bw_pct;  /* 0 when there is none */
+} row_summary;
+
+static row_summary summarize_row(int row, int runs)
+{
+    row_summary sum = {0};
+    double *gflops = calloc((size_t)runs, sizeof *gflops);
+    double *pct = calloc((size_t)runs, sizeof *pct);
+    double *vs = calloc((size_t)runs, sizeof *vs);
+    double *bw = calloc((size_t)runs, sizeof *bw);
+    if (!gflops || !pct || !vs || !bw) {
+        fprintf(stderr, "qkv-bench: out of memory for the summary\n");
+        exit(2);
+    }
+    int n_vs = 0, n_bw = 0;
+    for (int i = 0; i < n_results; i++) {
+        const result *r = &results[i];
+        if (r->row != row)
+            continue;
+        if (!sum.first)
+            sum.first = r;
+        if (r->status)
+            continue;
+        gflops[sum.runs] = r->gflops;
+        pct[sum.runs++] = r->peak_pct;
+        if (r->blas_ns > 0.0)
+            vs[n_vs++] = r->blas_ns / r->t.ns;
+        if (r->kv_bytes > 0.0)
+            bw[n_bw++] = r->bw_pct;
+    }
+    if (sum.runs > 0) {
+        sum.gflops = bench_median(gflops, sum.runs);
+        sum.peak_pct = bench_median(pct, sum.runs);   /* sorts pct */
+        sum.peak_pct_min = pct[0];
+        sum.peak_pct_max = pct[sum.runs - 1];
+        sum.vs_blas = n_vs ? bench_median(vs, n_vs) : 0.0;
+        sum.bw_pct = n_bw ? bench_median(bw, n_bw) : 0.0;
+    }
+    free(gflops);
+    free(pct);
+    free(vs);
+    free(bw);
+    return sum;
+}
+
+static void print_summary(const options *o)
+{
+    printf("\nsummary of %d runs: medians over the runs, and the range of %%peak\n", o->runs);
+    printf("%-7s %-4s %-40s %4s %8s %6s %13s %6s %7s\n", "isa", "op", "shape", "runs",
+           "GFLOP/s", "%peak", "%peak range", "%BW", "vsBLAS");
+    for (int row = 0; row < rows_this_run; row++) {
+        const row_summary sum = summarize_row(row, o->runs);
+        char shape_text[128];
+        describe_shape(sum.first, shape_text, sizeof shape_text);
+        printf("%-7s %-4s %-40s ", qkv_isa_name(sum.first->isa), sum.first->op, shape_text);
+        if (sum.runs == 0) {
+            printf("%s\n", sum.first->status);
+            continue;
+        }
+        printf("%4d %8.2f %5.1f%% %5.1f-%5.1f%% ", sum.runs, sum.gflops, sum.peak_pct,
+               sum.peak_pct_min, sum.peak_pct_max);
+        if (sum.bw_pct > 0.0)
+            printf("%5.1f%% ", sum.bw_pct);
+        else
+            printf("%6s ", "-");
+        if (sum.vs_blas > 0.0)
+            printf("%6.2fx\n", sum.vs_blas);
+        else
+            printf("%7s\n", "-");
+    }
+}
+
+static void print_json_summary(const options *o)
+{
+    printf("  \"summary\": [\n");
+    for (int row = 0; row < rows_this_run; row++) {
+        const row_summary sum = summarize_row(row, o->runs);
+        printf("    {\"isa\": \"%s\", \"op\": \"%s\", ", qkv_isa_name(sum.first->isa),
+               sum.first->op);
+        print_json_shape(sum.first);
+        printf(", \"runs\": %d", sum.runs);
+        if (sum.runs > 0) {
+            printf(", \"median_gflops\": %.3f, \"median_peak_pct\": %.2f, "
+                   "\"min_peak_pct\": %.2f, \"max_peak_pct\": %.2f",
+                   sum.gflops, sum.peak_pct, sum.peak_pct_min, sum.peak_pct_max);
+            if (sum.bw_pct > 0.0)
+                printf(", \"median_bw_pct\": %.2f", sum.bw_pct);
+            if (sum.vs_blas > 0.0)
+                printf(", \"median_speedup_vs_blas\": %.4f", sum.vs_blas);
+        }
+        printf("}%s\n", row + 1 < rows_this_run ? "," : "");
+    }
+    printf("  ],\n");
+}
+
+static void print_json(const machine *m, const options *o)
+{
+    printf("{\n  \"cpu\": ");
+    bench_json_string(m->cpu);
+    printf(",\n  \"date\": \"%s\",\n  \"threads\": %d,\n  \"clock\": \"%s\",\n  \"baseline\": ",
+           m->date, o->threads, bench_clock_name());
+    bench_json_string(o->blas && bench_blas_available() ? bench_blas_name() : "none");
+    printf(",\n  \"read_bandwidth_gbs\": %.3f,\n  \"fma_peak_gflops\": {", m->read_gbs);
+    for (int i = 0; i < o->n_isas; i++)
+        printf("%s\"%s\": %.3f", i ? ", " : "", qkv_isa_name(o->isas[i]), m->peak[o->isas[i]]);
+    printf("},\n");
+    if (o->runs > 1) {
+        printf("  \"runs\": %d,\n", o->runs);
+        print_json_summary(o);
+    }
+    printf("  \"results\": [\n");
+    for (int i = 0; i < n_results; i++) {
+        print_json_result(&results[i], o->runs > 1);
+        printf(i + 1 < n_results ? ",\n" : "\n");
+    }
+    printf("  ]\n}\n");
+}
+
 
 /* ------------------------------------------------------------------ */
 /* qkv_sdpa                                                           */
@@ -873,6 +1019,23 @@ static void warn_about_openblas_env(void)
                             "slower than it can be\n", vars[i]);
 }
 
+/* What the options ask for: one shape, the layer, or the default suite
+   (and the layer). */
+static void run_selection(const machine *m, const options *o)
+{
+    if (o->custom_shape) {
+        bench_sdpa_shape(&o->custom, 0, m, o);
+    } else if (!o->mha) {
+        for (size_t i = 0; i < sizeof default_suite / sizeof default_suite[0]; i++) {
+            const shape *s = &default_suite[i];
+            bench_sdpa_shape(s, !o->isa_chosen && attention_flops(s) > SCALAR_FLOP_LIMIT, m, o);
+        }
+        bench_mha(0, m, o);
+    }
+    if (o->mha)
+        bench_mha(o->custom.causal, m, o);
+}
+
 int main(int argc, char **argv)
 {
     options o;
@@ -887,19 +1050,17 @@ int main(int argc, char **argv)
     if (!o.json)
         print_header(&m, &o);
 
-    if (o.custom_shape) {
-        bench_sdpa_shape(&o.custom, 0, &m, &o);
-    } else if (!o.mha) {
-        for (size_t i = 0; i < sizeof default_suite / sizeof default_suite[0]; i++) {
-            const shape *s = &default_suite[i];
-            bench_sdpa_shape(s, !o.isa_chosen && attention_flops(s) > SCALAR_FLOP_LIMIT, &m, &o);
-        }
-        bench_mha(0, &m, &o);
+    for (current_run = 0; current_run < o.runs; current_run++) {
+        rows_this_run = 0;
+        if (o.runs > 1 && !o.json)
+            printf("%srun %d of %d\n", current_run ? "\n" : "", current_run + 1, o.runs);
+        run_selection(&m, &o);
     }
-    if (o.mha)
-        bench_mha(o.custom.causal, &m, &o);
+    if (o.runs > 1 && !o.json)
+        print_summary(&o);
 
     if (o.json)
         print_json(&m, &o);
+    free(results);
     return 0;
 }
