@@ -8,6 +8,8 @@ README's table rests on:
     and a sliding-window shape;
   - GFLOP/s = FLOPs / median ns, and % peak = GFLOP/s / the peak measured
     beside the row;
+  - decode rows (one query): the K and V bytes streamed, GB/s from them and
+    % of the read bandwidth measured at the start;
   - with --runs N: every row appears once per run, tagged 0..N-1, and the
     summary's medians, % peak range and median ratio to OpenBLAS (when the
     baseline is built in) are those of the per-run results, recomputed here;
@@ -57,7 +59,8 @@ def visible_pairs(lq, lk, causal, window):
     return pairs
 
 
-def check_shape(exe, name, args, b, h, d, lq, lk, causal=False, window=None):
+def check_shape(exe, name, args, b, h, d, lq, lk, causal=False, window=None,
+                kv_heads=None, kv_elem_bytes=4):
     rc, out, err = run_bench(exe, args + TINY + ['--runs', str(RUNS), '--json'])
     check(rc == 0, f'{name}: qkv-bench exits 0 ({err.strip()[:200]})')
     if rc != 0:
@@ -78,6 +81,13 @@ def check_shape(exe, name, args, b, h, d, lq, lk, causal=False, window=None):
               f'{tag}: GFLOP/s = FLOPs / median ns')
         check(close(r['peak_pct'], 100 * r['gflops'] / r['peak_now_gflops'], 0.02),
               f'{tag}: % peak = GFLOP/s / peak beside the row')
+        if lq == 1:
+            kv_bytes = 2 * kv_elem_bytes * b * (kv_heads or h) * lk * d
+            check(r.get('kv_bytes') == kv_bytes, f'{tag}: K+V bytes {r.get("kv_bytes")} == {kv_bytes}')
+            check(close(r.get('kv_gbs', -1), kv_bytes / r['median_ns'], 1e-3 * r.get('kv_gbs', 0) + 1e-3),
+                  f'{tag}: GB/s = bytes / median ns')
+            check(close(r.get('bw_pct', -1), 100 * r.get('kv_gbs', 0) / doc['read_bandwidth_gbs'], 0.05),
+                  f'{tag}: % bandwidth = GB/s / read bandwidth')
     baseline = doc['baseline'] != 'none'
     for s in summary:
         mine = [r for r in results if r['isa'] == s['isa']]
@@ -89,6 +99,9 @@ def check_shape(exe, name, args, b, h, d, lq, lk, causal=False, window=None):
         check(close(s['median_peak_pct'], statistics.median(pct), 0.011), f'{tag}: median % peak')
         check(close(s['min_peak_pct'], min(pct), 0.011) and
               close(s['max_peak_pct'], max(pct), 0.011), f'{tag}: % peak range')
+        if lq == 1:
+            bw = statistics.median(r['bw_pct'] for r in mine)
+            check(close(s.get('median_bw_pct', -1), bw, 0.011), f'{tag}: median % bandwidth')
         if baseline and not window:
             ratio = statistics.median(r['speedup_vs_blas'] for r in mine)
             check(close(s.get('median_speedup_vs_blas', -1), ratio, 2e-4),
@@ -105,6 +118,9 @@ def main():
                                 '--causal'], 2, 8, 8, 33, 33, causal=True)
     check_shape(exe, 'window', ['--lq', '40', '--lk', '48', '--dim', '8', '--window', '5,2'],
                 1, 8, 8, 40, 48, window=(5, 2))
+    check_shape(exe, 'decode', ['--no-blas', '--heads', '4', '--kv-heads', '2', '--lq', '1',
+                                '--lk', '96', '--dim', '16', '--kv-dtype', 'f16'],
+                1, 4, 16, 1, 96, kv_heads=2, kv_elem_bytes=2)
 
     rc, out, _ = run_bench(exe, ['--lq', '16', '--dim', '8', '--no-blas'] + TINY + ['--runs', '2'])
     lines = out.splitlines()
