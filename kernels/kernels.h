@@ -145,7 +145,9 @@ typedef struct qkv_kernels {
 
     /* s[j] += qkv_to_base2(m[j]) for j < n: a row of an additive mask, in
        natural units, added to base-2 logits (the product and the sum each
-       rounded once, so every ISA gives the same bits). */
+       rounded once, so every ISA gives the same bits). Where m[j] is
+       -INFINITY, s[j] = -INFINITY whatever it held: the entry blocks the
+       key even when its logit is NaN or +inf (NaN + -inf would be NaN). */
     void (*add_base2)(int64_t n, float *s, const float *m);
 
     /* s[j] = cap * tanh(s[j] / cap) for j < n, cap > 0 and finite: the

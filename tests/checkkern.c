@@ -19,8 +19,9 @@
  *     works in base-2 units) over a sweep of the whole float range and the
  *     special values, and the exp2 inside softmax_tile over x <= 0; the
  *     maximum relative errors are printed;
- *   - add_base2 with infinities, NaN and mask entries at the saturation
- *     edge (FLT_MAX / log2 e), bitwise against the scalar twin;
+ *   - add_base2 with infinities, NaN (-inf entries block NaN and +inf
+ *     logits) and mask entries at the saturation edge (FLT_MAX / log2 e),
+ *     bitwise against the scalar twin;
  *   - softcap against cap * tanh(s / cap) in double and the scalar twin,
  *     for caps on the SIMD path and caps it hands to the twin, with
  *     specials, and a sweep of the float range (max error printed);
@@ -1119,7 +1120,10 @@ static float add_base2_entry(int64_t j)
         0.0f, -0.0f, 1e-40f, -1e-40f, FLT_MIN,
     };
     const int64_t count = (int64_t)(sizeof specials / sizeof specials[0]);
-    return j % 3 == 1 ? specials[(j / 3) % count] : rng_uniform(-20.0f, 20.0f);
+    if (j % 3 == 1)
+        return specials[(j / 3) % count];
+    /* More blocking entries, to meet the NaN and +inf logits of the case. */
+    return j % 5 == 2 ? -INFINITY : rng_uniform(-20.0f, 20.0f);
 }
 
 /* m * log2(e) saturated at +-FLT_MAX for finite m, in double. */
@@ -1144,7 +1148,10 @@ static void add_base2_case(const qkv_kernels *kt, const qkv_kernels *twin,
     if (!s0)
         abort();
     for (int64_t j = 0; j < n; j++)
-        s0[j] = s[j] = st[j] = j % 11 == 5 ? -INFINITY : rng_uniform(-30.0f, 30.0f);
+        s0[j] = s[j] = st[j] = j % 11 == 5  ? -INFINITY
+                               : j % 7 == 3  ? NAN
+                               : j % 13 == 9 ? INFINITY
+                                             : rng_uniform(-30.0f, 30.0f);
     out_snapshot(&o);
     kt->add_base2(n, s, m);
     twin->add_base2(n, st, m);
@@ -1155,7 +1162,9 @@ static void add_base2_case(const qkv_kernels *kt, const qkv_kernels *twin,
             w->failures++;
             note("add_base2[%lld]: %a, scalar twin %a (m %a)", (long long)j, s[j], st[j], m[j]);
         }
-        const double want = (double)s0[j] + base2_reference(m[j]);
+        /* A -inf entry blocks: -inf even where the logit is NaN or +inf. */
+        const double want = m[j] == -INFINITY ? -INFINITY
+                                              : (double)s0[j] + base2_reference(m[j]);
         if (!isfinite(want)) {
             /* inf - inf is NaN; otherwise the infinity itself. */
             const int ok = isnan(want) ? isnan(s[j]) : s[j] == (float)want;
@@ -1189,7 +1198,7 @@ static void test_add_base2(const qkv_kernels *kt, const qkv_kernels *twin)
     for (int x = 0; x < count; x++)
         add_base2_case(kt, twin, sizes[x], &w);
     tap_result(w.failures == 0,
-               "%s add_base2: %lld sizes, infinities, NaN and saturation, bitwise = scalar, worst err/tol %.3g",
+               "%s add_base2: %lld sizes, infinities, NaN, saturation and -inf blocking NaN/+inf logits, bitwise = scalar, worst err/tol %.3g",
                qkv_isa_name(kt->isa), (long long)w.cases, w.ratio);
 }
 

@@ -1,7 +1,9 @@
 /*
- * add_base2, NEON: s[j] += qkv_to_base2(m[j]) for j < n (see kernels.h).
- * Per 4 entries: y = m * log2(e); lanes where |y| is +inf but |m| is not
- * take +-FLT_MAX with m's sign; then s + y. The product and the sum round
+ * add_base2, NEON: s[j] += qkv_to_base2(m[j]) for j < n, and s[j] =
+ * -INFINITY where m[j] is -INFINITY (see kernels.h). Per 4 entries:
+ * y = m * log2(e); lanes where |y| is +inf but |m| is not take +-FLT_MAX
+ * with m's sign; then s + y, and -inf in the lanes where m is -inf (so
+ * that they block also a NaN or +inf logit). The product and the sum round
  * once each (no fused multiply-add), as in the scalar twin
  * qkv_add_base2_scalar (kernels/scalar/add_base2_scalar.c), so the results
  * are bitwise equal.
@@ -30,7 +32,8 @@ static inline float32x4_t to_base2(float32x4_t m)
 
 static inline float32x4_t add4(float32x4_t s, float32x4_t m)
 {
-    return vaddq_f32(s, to_base2(m));
+    const float32x4_t minus_inf = vdupq_n_f32(-INFINITY);
+    return vbslq_f32(vceqq_f32(m, minus_inf), minus_inf, vaddq_f32(s, to_base2(m)));
 }
 
 void qkv_add_base2_neon(int64_t n, float *s, const float *m)

@@ -205,15 +205,15 @@ int ref_sdpa(const qkv_tensor *q, const qkv_tensor *k, const qkv_tensor *v,
                     row[j] = scale * dot;
                     if (p->softcap > 0.0f)
                         row[j] = cap * tanh(row[j] / cap);
-                    if (p->mask)
-                        row[j] += tensor_at(p->mask, mb, mh, i, j);
+                    const double mask = p->mask ? tensor_at(p->mask, mb, mh, i, j) : 0.0;
+                    row[j] += mask;
                     if (p->alibi_slopes)
                         row[j] -= (double)p->alibi_slopes[h] *
                                   fabs((double)(i + Lk - Lq - j));
                     blocked[j] = causal_blocks(p->causal, i, j, Lq, Lk) ||
                                  window_blocks(p, i, j, Lq, Lk) ||
                                  (p->kv_len && j >= p->kv_len[b]) ||
-                                 row[j] == -INFINITY;
+                                 mask == -INFINITY || row[j] == -INFINITY;
                 }
                 const double l = softmax_row(row, blocked, Lk, sink);
                 if (lse)

@@ -22,7 +22,8 @@
    applied in this order, per logit:
      s = scale * q.k;  s = softcap * tanh(s / softcap)   (softcap > 0)
      s += mask;        s -= slope[h] * |i + Lk - Lq - j|  (alibi_slopes)
-   Key j is blocked by the causal rule, kv_len, a -INFINITY logit, and
+   Key j is blocked by the causal rule, kv_len, a -INFINITY mask entry
+   (whatever the logit it is added to, NaN included), a -INFINITY logit, and
    (window != 0) outside i + Lk - Lq - window_left <= j <= i + Lk - Lq +
    window_right (a negative side unlimited). A sink (sinks[h], -INFINITY
    for none) joins the row maximum and the denominator with no value:
