@@ -900,20 +900,18 @@ static void load_scaled_queries(const task_ctx *t)
     }
 }
 
-/* The running statistics start from the sink (a logit that contributes to
-   the denominator and no value), or from nothing. */
-static void start_rows(const task_ctx *t, int with_sinks)
+/* The running statistics start from nothing: the sink joins them when the
+   row is finished (fold_sink), so that a row whose sum stays 0 is known to
+   have seen no key. */
+static void start_rows(const task_ctx *t)
 {
-    const sdpa_problem *pr = t->pr;
     float *row_max = t->scratch + t->lay->row_max;
     float *row_sum = t->scratch + t->lay->row_sum;
     for (int64_t r = 0; r < t->rows; r++) {
-        const float sink = with_sinks && pr->sinks ? qkv_to_base2(pr->sinks[row_head(t, r)])
-                                                   : -INFINITY;
-        row_max[r] = sink;
-        row_sum[r] = sink == -INFINITY ? 0.0f : 1.0f;
+        row_max[r] = -INFINITY;
+        row_sum[r] = 0.0f;
     }
-    memset(t->scratch + t->lay->acc, 0, (size_t)(t->rows * pr->dv) * sizeof(float));
+    memset(t->scratch + t->lay->acc, 0, (size_t)(t->rows * t->pr->dv) * sizeof(float));
 }
 
 /* The natural log-sum-exp of a row from its base-2 statistics. A sum of
@@ -932,18 +930,47 @@ static float row_lse(const sdpa_problem *pr, int64_t h, float row_max, float row
     return (float)(((double)row_max + log2((double)row_sum)) * LN_2);
 }
 
-/* out, lse of one row from its final statistics. */
+/* Joins the sink of head h (a logit that adds to the denominator and no
+   value) to a row's statistics over its keys, *row_max and *row_sum,
+   which become those of the whole row; returns the factor, 2^(old max -
+   new max), that the row's accumulators take. A NaN maximum stays NaN. */
+static float fold_sink(const sdpa_problem *pr, int64_t h, float *row_max, float *row_sum)
+{
+    const float sink = pr->sinks ? qkv_to_base2(pr->sinks[h]) : -INFINITY;
+    if (sink == -INFINITY)
+        return 1.0f;
+    if (*row_sum == 0.0f) {   /* no key: the sink alone */
+        *row_max = sink;
+        *row_sum = 1.0f;
+        return 0.0f;
+    }
+    const float m = sink > *row_max ? sink : *row_max;
+    const float factor = exp2f(*row_max - m);
+    *row_sum = *row_sum * factor + exp2f(sink - m);
+    *row_max = m;
+    return factor;
+}
+
+/* out, lse of one row from its statistics over its keys (max, sum and
+   accumulators), which then take the sink; row_max and row_sum are left
+   as the whole row's, for write_weights. */
 static void finish_row(const qkv_kernels *kt, const sdpa_problem *pr, int64_t b,
-                       int64_t h, int64_t i, const float *acc, float row_max,
-                       float row_sum)
+                       int64_t h, int64_t i, const float *acc, float *row_max,
+                       float *row_sum)
 {
     float *dst = out_row(pr, b, h, i);
-    /* row_sum is 0 only if every key of the row was blocked (and no sink);
-       a NaN sum (a NaN or +inf logit) must reach out, weights and lse. */
-    kt->scale_row(pr->dv, acc, row_sum != 0.0f ? 1.0f / row_sum : 0.0f, dst);
+    const float keys_sum = *row_sum;
+    const float factor = fold_sink(pr, h, row_max, row_sum);
+    /* keys_sum is 0 only if every key of the row was blocked: out is 0
+       whatever the accumulators took from blocked V rows (0 * inf is NaN).
+       A NaN sum (a NaN or +inf logit) must reach out, weights and lse. */
+    if (keys_sum == 0.0f)
+        memset(dst, 0, (size_t)pr->dv * sizeof *dst);
+    else
+        kt->scale_row(pr->dv, acc, factor / *row_sum, dst);
     if (pr->lse) {
         const int64_t row = (b * pr->heads + h) * pr->lq + i;
-        pr->lse[row] = row_lse(pr, h, row_max, row_sum);
+        pr->lse[row] = row_lse(pr, h, *row_max, *row_sum);
     }
 }
 
@@ -1143,8 +1170,9 @@ static void store_partials(const task_ctx *t, const task_plan *tp,
     }
 }
 
-/* Merges the chunks of one row by log-sum-exp, in chunk order, starting
-   from the sink, and writes out and lse. acc is dv floats of scratch. */
+/* Merges the chunks of one row by log-sum-exp, in chunk order, and writes
+   out and lse (the sink joins in finish_row). acc is dv floats of
+   scratch. */
 static void merge_row(const qkv_kernels *kt, const sdpa_problem *pr,
                       const task_plan *tp, int64_t item, const float *partials,
                       float *acc)
@@ -1158,27 +1186,23 @@ static void merge_row(const qkv_kernels *kt, const sdpa_problem *pr,
     const int64_t i = r % tp->rows_per_head;
     const float *part = partials + item * tp->chunks * width;
 
-    const float sink = pr->sinks ? qkv_to_base2(pr->sinks[h]) : -INFINITY;
-    float m = sink;
+    float m = -INFINITY;
     for (int64_t c = 0; c < tp->chunks; c++)
         if (part[c * width] > m)
             m = part[c * width];
     float sum = 0.0f;
     memset(acc, 0, (size_t)pr->dv * sizeof *acc);
-    if (m != -INFINITY) {
-        if (sink != -INFINITY)
-            sum = exp2f(sink - m);
-        for (int64_t c = 0; c < tp->chunks; c++) {
-            const float *p = part + c * width;
-            if (p[1] == 0.0f)
-                continue;   /* the chunk saw no key */
-            const float f = exp2f(p[0] - m);
-            sum += p[1] * f;
-            for (int64_t d = 0; d < pr->dv; d++)
-                acc[d] += p[2 + d] * f;
-        }
+    for (int64_t c = 0; c < tp->chunks; c++) {
+        const float *p = part + c * width;
+        if (p[1] == 0.0f)
+            continue;   /* the chunk saw no key; any other has a maximum
+                           above -inf, or NaN (which the factor carries) */
+        const float f = exp2f(p[0] - m);
+        sum += p[1] * f;
+        for (int64_t d = 0; d < pr->dv; d++)
+            acc[d] += p[2 + d] * f;
     }
-    finish_row(kt, pr, b, h, i, acc, m, sum);
+    finish_row(kt, pr, b, h, i, acc, &m, &sum);
 }
 
 static void run_task(task_ctx *t, const task_plan *tp, int64_t task,
@@ -1187,22 +1211,22 @@ static void run_task(task_ctx *t, const task_plan *tp, int64_t task,
     setup_task(t, tp, task);
     claim_caches(t);
     load_scaled_queries(t);
-    start_rows(t, !tp->split);
+    start_rows(t);
     walk_keys(t);
     if (tp->split) {
         store_partials(t, tp, task, partials);
         return;
     }
     const float *acc = t->scratch + t->lay->acc;
-    const float *row_max = t->scratch + t->lay->row_max;
-    const float *row_sum = t->scratch + t->lay->row_sum;
+    float *row_max = t->scratch + t->lay->row_max;
+    float *row_sum = t->scratch + t->lay->row_sum;
     for (int64_t r = 0; r < t->rows; r++) {
         const int64_t ahead = r + ROW_PREFETCH_AHEAD;
         if (ahead < t->rows)
             prefetch_write(out_row(t->pr, t->b, row_head(t, ahead), row_index(t, ahead)),
                            t->pr->dv * (int64_t)sizeof(float));
         finish_row(t->kt, t->pr, t->b, row_head(t, r), row_index(t, r),
-                   acc + r * t->pr->dv, row_max[r], row_sum[r]);
+                   acc + r * t->pr->dv, row_max + r, row_sum + r);
     }
     if (t->pr->weights)
         write_weights(t);

@@ -13,7 +13,12 @@
  *     V (no flush to zero: the outputs stay subnormal and right);
  *   - all-equal logits;
  *   - Lk = 1,000,000 with Lq = 1 (a long decode row), and head_dim = 1024
- *     for sdpa and for the multi-head layer.
+ *     for sdpa and for the multi-head layer;
+ *   - non-finite K and V rows of blocked keys: a -INFINITY mask entry
+ *     blocks a NaN or infinite logit, and a row that sees no key gives
+ *     out 0 (lse -inf, or the sink) whatever the V rows hold, on the tiled
+ *     and on the split-key path;
+ *   - V as large as the documented bound (|v| * keys seen < FLT_MAX).
  * TAP output.
  */
 #include <float.h>
@@ -302,6 +307,126 @@ static void wide_heads(const char *isa)
     mha_fixture_free(&f);
 }
 
+/* Key 5 of every row is blocked by a -INFINITY mask entry, and its K row
+   is NaN (key 6's, blocked too, is +inf): the logits they make are NaN,
+   yet the keys are blocked, so every row equals the reference without
+   them. */
+static void masked_nonfinite_keys(const char *isa)
+{
+    const int64_t lq = 9, lk = 70, d = 16;
+    problem pr = problem_new(1, 2, 2, lq, lk, d, d, 81);
+    problem_add_mask(&pr, 82);
+    float *k = pr.k.t.data, *mask = pr.mask.t.data;
+    for (int64_t g = 0; g < 2; g++)
+        for (int64_t c = 0; c < d; c++) {
+            k[(g * lk + 5) * d + c] = NAN;
+            k[(g * lk + 6) * d + c] = INFINITY;
+        }
+    for (int64_t row = 0; row < 2 * lq; row++)
+        mask[row * lk + 5] = mask[row * lk + 6] = -INFINITY;
+    outcome o = solve(&pr);
+    hu_check(matches_ref(&o, 0.0) && all_finite(o.out, o.n_out),
+             "%s: -INFINITY mask entries block keys whose K rows are NaN and +inf", isa);
+    outcome_free(&o);
+    problem_free(&pr);
+}
+
+/* Fills row j of every KV head of v with +inf, and row j + 1 with NaN. */
+static void nonfinite_v_rows(problem *pr, int64_t hkv, int64_t j)
+{
+    float *v = pr->v.t.data;
+    for (int64_t g = 0; g < hkv; g++)
+        for (int64_t c = 0; c < pr->dv; c++) {
+            v[(g * pr->lk + j) * pr->dv + c] = INFINITY;
+            v[(g * pr->lk + j + 1) * pr->dv + c] = NAN;
+        }
+}
+
+/* Rows [0, blocked_rows) of every head see no key: out exactly 0, weights
+   0, lse the sink (-INFINITY without one). */
+static int rows_blocked_clean(const outcome *o, const problem *pr, int64_t blocked_rows,
+                              const float *sinks)
+{
+    int ok = o->st == QKV_OK;
+    for (int64_t h = 0; h < pr->h; h++)
+        for (int64_t i = 0; i < blocked_rows; i++) {
+            const int64_t row = h * pr->lq + i;
+            for (int64_t c = 0; c < pr->dv; c++)
+                ok &= o->out[row * pr->dv + c] == 0.0f;
+            for (int64_t j = 0; j < pr->lk; j++)
+                ok &= o->w[row * pr->lk + j] == 0.0f;
+            ok &= o->lse[row] == (sinks ? sinks[h] : -INFINITY);
+        }
+    return ok;
+}
+
+/* Bottom-right causal with Lq > Lk: the first Lq - Lk rows see no key,
+   and they share their tiles with rows that see keys 6 and 7, whose V
+   rows are +inf and NaN. With and without sinks. */
+static void blocked_rows_nonfinite_v(const char *isa)
+{
+    const int64_t lq = 12, lk = 8, d = 16;
+    static const float sinks[2] = {0.5f, -3.0f};
+    for (int with_sinks = 0; with_sinks < 2; with_sinks++) {
+        problem pr = problem_new(1, 2, 1, lq, lk, d, d, 91);
+        pr.p.causal = QKV_CAUSAL_BOTTOM_RIGHT;
+        pr.p.sinks = with_sinks ? sinks : NULL;
+        nonfinite_v_rows(&pr, 1, 6);
+        outcome o = solve(&pr);
+        hu_check(rows_blocked_clean(&o, &pr, lq - lk, pr.p.sinks),
+                 "%s: rows that see no key give out 0 and lse %s although blocked V rows "
+                 "are +inf and NaN", isa, with_sinks ? "= sink" : "-inf");
+        outcome_free(&o);
+        problem_free(&pr);
+    }
+}
+
+/* The split-key path (one query row, Lk = 5000, no weights): a row whose
+   every key is masked out, with +inf and NaN V rows in two chunks. */
+static void split_blocked_row_nonfinite_v(const char *isa)
+{
+    const int64_t lk = 5000, d = 16;
+    static const float sink = 1.25f;
+    for (int with_sink = 0; with_sink < 2; with_sink++) {
+        problem pr = problem_new(1, 1, 1, 1, lk, d, d, 101);
+        problem_add_mask(&pr, 102);
+        float *mask = pr.mask.t.data;
+        for (int64_t j = 0; j < lk; j++)
+            mask[j] = -INFINITY;
+        nonfinite_v_rows(&pr, 1, 100);
+        nonfinite_v_rows(&pr, 1, 4500);
+        float out[16], lse = 0.0f;
+        const qkv_tensor out_t = qkv_tensor_bhsd(out, QKV_F32, 1, 1, 1, d);
+        qkv_sdpa_params p = pr.p;
+        p.lse = &lse;
+        p.sinks = with_sink ? &sink : NULL;
+        int ok = qkv_sdpa(&pr.q.t, &pr.k.t, &pr.v.t, &out_t, &p) == QKV_OK &&
+                 lse == (with_sink ? sink : -INFINITY);
+        for (int64_t c = 0; c < d; c++)
+            ok &= out[c] == 0.0f;
+        hu_check(ok, "%s: split keys: a fully masked row gives out 0 and lse %s whatever V holds",
+                 isa, with_sink ? "= sink" : "-inf");
+        problem_free(&pr);
+    }
+}
+
+/* V of +-1e37 in rows of 30 equal logits: the unnormalised sum of a
+   column of 1e37 reaches 30 * 1e37 = 3e38, just under FLT_MAX, the
+   documented bound; column 0 alternates in sign. */
+static void large_v(const char *isa)
+{
+    problem pr = problem_new(1, 1, 1, 3, 30, 8, 8, 111);
+    scale_tensor(&pr.k, 0.0f);
+    float *v = pr.v.t.data;
+    for (int64_t i = 0; i < 30 * 8; i++)
+        v[i] = i % 8 == 0 && i % 16 != 0 ? -1e37f : 1e37f;
+    outcome o = solve(&pr);
+    hu_check(matches_ref(&o, 0.0) && all_finite(o.out, o.n_out),
+             "%s: |V| = 1e37 over 30 keys (inside |v| * keys < FLT_MAX): finite and exact", isa);
+    outcome_free(&o);
+    problem_free(&pr);
+}
+
 int main(void)
 {
     qkv_isa isas[4];
@@ -319,6 +444,10 @@ int main(void)
         equal_logits(isa);
         long_row(isa);
         wide_heads(isa);
+        masked_nonfinite_keys(isa);
+        blocked_rows_nonfinite_v(isa);
+        split_blocked_row_nonfinite_v(isa);
+        large_v(isa);
     }
     qkv_isa_set(QKV_ISA_AUTO);
     return hu_finish();
