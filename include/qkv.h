@@ -63,7 +63,9 @@ typedef struct qkv_tensor {
                              broadcasts (masks only) */
 } qkv_tensor;
 
-/* A view of contiguous [B, H, S, D] memory. */
+/* A view of contiguous [B, H, S, D] memory. A stride whose product of
+   sizes overflows int64 is set to INT64_MAX, so that the entry points
+   report the view as QKV_E_OVERFLOW (as for the token-major view below). */
 qkv_tensor qkv_tensor_bhsd(void *data, qkv_dtype dt, int64_t b, int64_t h, int64_t s, int64_t d);
 
 /* A view of token-major [B, S, H, D] memory (what a fused QKV projection

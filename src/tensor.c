@@ -2,22 +2,34 @@
    products, the byte span of a strided view, overlap tests. */
 #include "internal.h"
 
+/* a * b, or INT64_MAX where the product overflows: a view of sizes too
+   large for int64 then has a stride that validation reports as
+   QKV_E_OVERFLOW, where a wrapped product could read as a negative
+   stride (QKV_E_ARG), or as a small valid one. */
+static int64_t saturating_mul(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
 qkv_tensor qkv_tensor_bhsd(void *data, qkv_dtype dt, int64_t b, int64_t h, int64_t s, int64_t d)
 {
+    const int64_t sd = saturating_mul(s, d);
     qkv_tensor t = {
         .data = data, .dtype = dt,
         .shape = {b, h, s, d},
-        .stride = {h * s * d, s * d, d, 1},
+        .stride = {saturating_mul(h, sd), sd, d, 1},
     };
     return t;
 }
 
 qkv_tensor qkv_tensor_bshd(void *data, qkv_dtype dt, int64_t b, int64_t s, int64_t h, int64_t d)
 {
+    const int64_t hd = saturating_mul(h, d);
     qkv_tensor t = {
         .data = data, .dtype = dt,
         .shape = {b, h, s, d},
-        .stride = {s * h * d, d, h * d, 1},
+        .stride = {saturating_mul(s, hd), d, hd, 1},
     };
     return t;
 }

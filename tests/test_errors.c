@@ -277,6 +277,33 @@ Test(errors, extents_that_overflow)
     cr_assert_eq(qkv_sdpa(&q3, &k3, &v3, &out3, &p), QKV_E_OVERFLOW, "weights cells");
 }
 
+/* The view helpers with sizes whose products overflow int64 (h*s*d =
+   2^63 here; a larger b on top): the view must read as too large
+   (QKV_E_OVERFLOW), not as a wrapped, negative stride. */
+Test(errors, view_helpers_that_overflow)
+{
+    static float dummy[4];
+    const int64_t n = (int64_t)1 << 21;
+    const int64_t shapes[][4] = {{2, n, n, n}, {1, n, n, n}, {3, 1, (int64_t)1 << 62, 4}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        const int64_t *sh = shapes[c];
+        const qkv_tensor views[2] = {
+            qkv_tensor_bhsd(dummy, QKV_F32, sh[0], sh[1], sh[2], sh[3]),
+            qkv_tensor_bshd(dummy, QKV_F32, sh[0], sh[2], sh[1], sh[3]),
+        };
+        for (int which = 0; which < 2; which++) {
+            const qkv_tensor *q = &views[which];
+            for (int d = 0; d < 4; d++)
+                cr_assert_geq(q->stride[d], 0, "case %zu %s: stride[%d] %lld", c,
+                              which ? "bshd" : "bhsd", d, (long long)q->stride[d]);
+            qkv_tensor out = *q;
+            out.data = dummy + 2;
+            cr_assert_eq(qkv_sdpa(q, q, q, &out, NULL), QKV_E_OVERFLOW, "case %zu %s", c,
+                         which ? "bshd" : "bhsd");
+        }
+    }
+}
+
 /* ---- aliasing ---------------------------------------------------- */
 
 Test(errors, out_overlaps_an_input)
