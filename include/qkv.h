@@ -5,8 +5,9 @@
  * point:
  *   - all sizes are int64_t; every entry point returns a qkv_status
  *     (QKV_OK is 0);
- *   - parameter structs are zero-initialisable: {0}, or a NULL pointer to
- *     the struct, means "all defaults";
+ *   - parameter structs are zero-initialisable: {0} (in C++, {}, which
+ *     -Wextra does not warn about), or a NULL pointer to the struct,
+ *     means "all defaults";
  *   - on any error nothing is written to any output buffer;
  *   - inputs may have any alignment; outputs must not overlap inputs
  *     (QKV_E_ALIAS). The check compares the address ranges that tensors
@@ -124,10 +125,17 @@ typedef struct qkv_sdpa_params {
    with g = h / (H / Hkv): consecutive query heads share a KV head (GQA; MQA
    when Hkv = 1); H must be a multiple of Hkv. Key j is blocked for row i if
    the causal rule, kv_len or a -INFINITY mask entry blocks it; blocked keys
-   get weight exactly 0. A fully blocked row gives 0 in out and weights and
-   -INFINITY in lse, never NaN. The Lq x Lk score matrix is never stored
-   unless weights is requested. q and out are F32; k and v may be F32, F16
-   or BF16 (the arithmetic is F32). */
+   get weight exactly 0, whatever their K rows hold (NaN and infinities
+   included). A fully blocked row gives 0 in out and weights and -INFINITY
+   in lse, never NaN, whatever the V rows hold. In a row that sees some
+   key, a blocked key's V row still meets its weight 0 in the product
+   (past kv_len it is never read), so a NaN or infinity there can make the
+   row's out NaN (0 * inf), as in an unfused softmax-then-matmul. out is
+   summed before the division by the softmax denominator, so |v| times the
+   number of keys a row sees must stay below FLT_MAX (3.4e38), or out
+   overflows to inf. The Lq x Lk score matrix is never stored unless
+   weights is requested. q and out are F32; k and v may be F32, F16 or
+   BF16 (the arithmetic is F32). */
 qkv_status qkv_sdpa(const qkv_tensor *q,   /* [B, H,   Lq, D ] */
                     const qkv_tensor *k,   /* [B, Hkv, Lk, D ] */
                     const qkv_tensor *v,   /* [B, Hkv, Lk, Dv] */
