@@ -17,6 +17,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-[ -d build ] || meson setup build
+# Set up build/ unless a complete setup is there. A failed setup leaves
+# build/ without build.ninja, and meson setup starts over in it; one that
+# was interrupted may also leave meson-private/coredata.dat, which needs
+# --reconfigure.
+if [ ! -f build/build.ninja ]; then
+    if [ -f build/meson-private/coredata.dat ]; then
+        meson setup --reconfigure build
+    else
+        meson setup build
+    fi
+fi
 meson compile -C build
 build/demo/qkv-demo "$@"
