@@ -1,6 +1,6 @@
 /*
  * The naive double-precision reference: attention written the obvious
- * way, straight from the math in shared/docs/API.md, with no blocking and
+ * way, straight from the math in include/qkv.h, with no blocking and
  * no online softmax. Built with -ffp-contract=off. Independent of libqkv
  * except for the public types of qkv.h.
  */
