@@ -12,7 +12,7 @@
  * every run and machine up to float rounding, but the patterns mean
  * nothing linguistic, except that the two "the" share a word vector.
  *
- *   qkv-demo [--head N] [--causal] [--isa NAME] [--threads N] [--help]
+ *   qkv-demo [--head N] [--causal] [--isa NAME] [--threads N] [-h|--help]
  *
  * Exit status: 0 on success, 1 if a qkv call fails or the printed weights
  * fail their sanity check, 2 for a bad command line.
@@ -57,7 +57,7 @@ typedef struct options {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: qkv-demo [--head N] [--causal] [--isa NAME] [--threads N] [--help]\n"
+        "usage: qkv-demo [--head N] [--causal] [--isa NAME] [--threads N] [-h|--help]\n"
         "\n"
         "Runs the sentence \"The cat that I saw yesterday sat on the mat\" through a\n"
         "multi-head self-attention layer (d_model %d, %d heads of %d) and prints\n"
@@ -67,7 +67,7 @@ static void usage(FILE *f)
         "  --causal     causal attention: each token sees itself and earlier ones\n"
         "  --isa NAME   kernels to use: auto, scalar, avx2, avx512, neon\n"
         "  --threads N  OpenMP threads (0: the OpenMP default)\n"
-        "  --help       this text\n",
+        "  -h, --help   this text\n",
         D_MODEL, N_HEADS, HEAD_DIM, N_HEADS - 1);
 }
 
