@@ -252,9 +252,12 @@ qkv_status qkv_kv_cache_append(qkv_kv_cache *c, const qkv_tensor *k_new,
    (at least 1), and *lengths (may be NULL) the per-element lengths to pass
    as qkv_sdpa_params.kv_len. The pointers stay valid until the cache is
    destroyed; the views describe the lengths at the time of the call.
-   Note: with QKV_CAUSAL_BOTTOM_RIGHT the diagonal is aligned to L, which
-   is each element's own length only when all lengths are equal (always
-   true for batch 1, and irrelevant for a single query row). */
+   Note: QKV_CAUSAL_BOTTOM_RIGHT aligns its diagonal to L, which is each
+   element's own length only when all lengths are equal (always true for
+   batch 1, and irrelevant for a single query row); the window and ALiBi
+   measure their distances from L too, for any number of query rows. With
+   unequal lengths, qkv_mha_forward_cached aligns each element to its own
+   length, or a view per element does (README, "KV cache and generation"). */
 qkv_status qkv_kv_cache_view(const qkv_kv_cache *c, qkv_tensor *k,
                              qkv_tensor *v, const int32_t **lengths);
 
