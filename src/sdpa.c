@@ -14,7 +14,8 @@
  *     P   = 2^(S - M'), alpha = 2^(M - M')      kt->softmax_tile
  *     Acc = diag(alpha) Acc + P * Vblk          kt->pv_tile (pv_stream)
  *
- * and finally out = Acc / rowsum (0 for a fully blocked row). S is kept in
+ * and finally out = Acc / rowsum (0 for a row that saw no key), after a
+ * sink, if any, has joined M and rowsum (fold_sink). S is kept in
  * base-2 units (the natural logits times log2 e, folded into the query
  * scale) because the vector units compute 2^x in fewer operations than
  * e^x; mask, softcap, ALiBi, sinks and lse convert at the edges

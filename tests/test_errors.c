@@ -278,8 +278,8 @@ Test(errors, extents_that_overflow)
 }
 
 /* The view helpers with sizes whose products overflow int64 (h*s*d =
-   2^63 here; a larger b on top): the view must read as too large
-   (QKV_E_OVERFLOW), not as a wrapped, negative stride. */
+   2^63 with b = 2 and b = 1; s*d = 2^64): the view must read as too
+   large (QKV_E_OVERFLOW), not as a wrapped, negative stride. */
 Test(errors, view_helpers_that_overflow)
 {
     static float dummy[4];
